@@ -1,0 +1,1 @@
+//! The command side: the send and recall chains that turn API requests into accepted events (issue 3).

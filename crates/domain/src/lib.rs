@@ -1,0 +1,53 @@
+//! Herald's domain: value objects, events and pure decisions for messages and templates.
+//!
+//! Nothing here does IO, awaits, or reads a clock: times and ids arrive in commands, so every rule is
+//! a plain function tested without a database. The store, command handlers, dispatch and projections
+//! build on this crate; it depends on none of them.
+//!
+//! Layout:
+//! - [`ids`]: message, template and event ids; tenant and request ids; stream names.
+//! - [`channel`]: the closed vocabularies of a template (channel, message type, receiver id type, shield type).
+//! - [`receiver`]: receivers validated and normalised for their id type, and masked for logs.
+//! - [`template`]: content models, `${name}` placeholders, rendering and link extraction.
+//! - [`template_event`]: the events of one template stream.
+//! - [`template_aggregate`]: the template's state, `apply` and `fold`, with the review rules.
+//! - [`template_decide`]: template commands and `decide`.
+//! - [`message`]: the events of one message stream.
+//! - [`message_state`]: the message's state, `apply` and `fold`, with the transition rules.
+//! - [`message_decide`]: message commands and `decide`.
+//! - [`metadata`]: the metadata stored next to every event.
+//! - [`wire`]: what all event enums share: decoding errors and the `DomainEvent` trait.
+//!
+//! Each aggregate follows one pattern: `decide(&state, command) -> Result<Vec<Event>, Error>` and
+//! `apply(state, &event) -> Result<State, Error>` share one set of rules, so `decide` never emits an event
+//! that `apply` refuses.
+
+pub mod channel;
+pub mod ids;
+pub mod message;
+pub mod message_decide;
+pub mod message_state;
+pub mod metadata;
+pub mod receiver;
+pub mod template;
+pub mod template_aggregate;
+pub mod template_decide;
+pub mod template_event;
+pub mod wire;
+
+pub use channel::{Channel, MessageType, ReceiverIdType, ShieldType};
+pub use ids::{EventId, IdError, MessageId, RequestId, TemplateId, TenantId, send_stream_name};
+pub use message::{
+    DedupRule, DeferReason, DiscardRule, ErrorClass, MessageEvent, ReceiptOutcome, TrackedLink,
+};
+pub use message_decide::MessageCommand;
+pub use message_state::{DeliveryStatus, MessageError, MessageState};
+pub use metadata::EventMetadata;
+pub use receiver::{Receiver, ReceiverError};
+pub use template::{RenderError, TemplateContent, TemplateParam};
+pub use template_aggregate::{
+    TemplateError, TemplateInfo, TemplateState, TemplateVersion, VersionStatus,
+};
+pub use template_decide::TemplateCommand;
+pub use template_event::TemplateEvent;
+pub use wire::{DomainEvent, EventDecodeError, ParseEnumError};

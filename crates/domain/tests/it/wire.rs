@@ -1,0 +1,109 @@
+//! Tests of the stored event format: payload shape, decode errors, and metadata.
+
+use domain::message::MessageShielded;
+use domain::*;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::*;
+
+#[test]
+fn the_payload_is_the_event_alone() {
+    let event: MessageEvent = MessageShielded {
+        reason: "NIGHT_DISCARD".to_owned(),
+        at: t(0),
+    }
+    .into();
+    assert_eq!(event.event_type(), "MessageShielded");
+    assert_eq!(event.schema_version(), 1);
+    assert_eq!(
+        event.encode(),
+        json!({"reason": "NIGHT_DISCARD", "at": "2023-11-14T22:13:20Z"})
+    );
+}
+
+#[test]
+fn accepted_payload_shape() {
+    let payload = accepted().encode();
+    assert_eq!(
+        payload["receiver"],
+        json!({"id_type": "PHONE", "value": "+8613812345678"})
+    );
+    assert_eq!(payload["content"]["kind"], json!("TEXT"));
+    assert_eq!(payload["channel"], json!("SMS"));
+    assert!(
+        payload.get("send_at").is_none(),
+        "absent options are left out"
+    );
+}
+
+#[test]
+fn event_types_are_the_variant_names() {
+    assert_eq!(MessageEvent::EVENT_TYPES.len(), 14);
+    assert!(MessageEvent::EVENT_TYPES.contains(&"DispatchFailed"));
+    assert_eq!(<MessageEvent as DomainEvent>::SCHEMA_VERSION, 1);
+    assert_eq!(DomainEvent::event_type(&recalled(true)), "MessageRecalled");
+}
+
+#[test]
+fn decode_errors_are_distinct() {
+    let payload = shielded().encode();
+    let unknown = MessageEvent::decode("MessageExploded", 1, &payload).unwrap_err();
+    assert_eq!(
+        unknown,
+        EventDecodeError::UnknownType {
+            event_type: "MessageExploded".to_owned()
+        }
+    );
+    assert_eq!(unknown.code(), "UNKNOWN_EVENT_TYPE");
+    for version in [0, 2] {
+        let error = MessageEvent::decode("MessageShielded", version, &payload).unwrap_err();
+        assert_eq!(error.code(), "UNSUPPORTED_SCHEMA_VERSION", "{version}");
+    }
+    let bad = MessageEvent::decode("MessageShielded", 1, &json!({"reason": 7})).unwrap_err();
+    assert_eq!(bad.code(), "BAD_EVENT_PAYLOAD");
+    // A template event type is unknown to the message stream, and the other way round.
+    assert_eq!(
+        MessageEvent::decode("TemplateCreated", 1, &payload)
+            .unwrap_err()
+            .code(),
+        "UNKNOWN_EVENT_TYPE"
+    );
+    assert_eq!(
+        TemplateEvent::decode("MessageShielded", 1, &payload)
+            .unwrap_err()
+            .code(),
+        "UNKNOWN_EVENT_TYPE"
+    );
+}
+
+#[test]
+fn a_stored_receiver_that_fails_validation_is_a_bad_payload() {
+    let mut payload = accepted().encode();
+    payload["receiver"]["value"] = json!("not a phone");
+    let error = MessageEvent::decode("MessageAccepted", 1, &payload).unwrap_err();
+    assert_eq!(error.code(), "BAD_EVENT_PAYLOAD");
+    assert!(
+        !error.to_string().contains("not a phone"),
+        "receivers stay masked: {error}"
+    );
+}
+
+#[test]
+fn metadata_leaves_out_absent_fields() {
+    let metadata = EventMetadata::new(tenant());
+    assert_eq!(
+        serde_json::to_value(&metadata).unwrap(),
+        json!({"tenant": "acme"})
+    );
+    let causation = Uuid::from_u128(1);
+    let full = metadata
+        .with_correlation_id("req-1")
+        .with_causation_id(causation)
+        .with_actor("api-key:7")
+        .with_trace_id("trace-9");
+    let json = serde_json::to_value(&full).unwrap();
+    assert_eq!(json["causation_id"], json!(causation.to_string()));
+    assert_eq!(serde_json::from_value::<EventMetadata>(json).unwrap(), full);
+    assert!(serde_json::from_value::<EventMetadata>(json!({"tenant": "NO"})).is_err());
+}

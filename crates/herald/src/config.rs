@@ -1,0 +1,230 @@
+//! Configuration: defaults, then a TOML file, then `HERALD_*` environment variables, then
+//! command-line flags. Each layer overrides the one before it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the HTTP server listens.
+    pub listen: SocketAddr,
+    pub database: DatabaseConfig,
+    pub cache: CacheConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://FILE` (the embedded default) or `postgres://…`.
+    pub url: String,
+    /// Apply pending migrations when the server starts.
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// `redis://…`; empty keeps dedup windows, counters and buckets in process.
+    pub redis_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A `tracing` filter such as `info` or `herald=debug,sqlx=warn`; `RUST_LOG` wins.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: DatabaseConfig::default(),
+            cache: CacheConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://herald.db".to_owned(),
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".to_owned(),
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Boolean,
+}
+
+/// The environment variables Herald reads, and the setting each overrides.
+const ENVIRONMENT: &[(&str, &[&str], Kind)] = &[
+    ("HERALD_LISTEN", &["listen"], Kind::Text),
+    ("HERALD_DATABASE_URL", &["database", "url"], Kind::Text),
+    (
+        "HERALD_DATABASE_MIGRATE_ON_START",
+        &["database", "migrate_on_start"],
+        Kind::Boolean,
+    ),
+    (
+        "HERALD_CACHE_REDIS_URL",
+        &["cache", "redis_url"],
+        Kind::Text,
+    ),
+    ("HERALD_LOG_FORMAT", &["log", "format"], Kind::Text),
+    ("HERALD_LOG_FILTER", &["log", "filter"], Kind::Text),
+];
+
+impl Config {
+    /// Loads the layers below the command line: the file (if any), then the environment.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, path, kind) in ENVIRONMENT {
+            if let Some(raw) = env(name) {
+                let value = match kind {
+                    Kind::Text => toml::Value::String(raw),
+                    Kind::Boolean => toml::Value::Boolean(match raw.trim() {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        _ => bail!("{name} must be true or false"),
+                    }),
+                };
+                set(&mut table, path, value);
+            }
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            bail!(
+                "database.url must start with sqlite:, postgres:// or postgresql://, not {}",
+                store::redact(url)
+            );
+        }
+        let redis = &self.cache.redis_url;
+        let redis_ok =
+            redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://");
+        if !redis_ok {
+            bail!("cache.redis_url must start with redis:// or rediss://");
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            bail!("log.format must be text or json, not {:?}", self.log.format);
+        }
+        Ok(())
+    }
+}
+
+fn set(table: &mut toml::Table, path: &[&str], value: toml::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            table.insert((*last).to_owned(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry((*first).to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(inner) = entry {
+                set(inner, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(toml_text: Option<&str>, env: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        let dir =
+            std::env::temp_dir().join(format!("herald-config-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("herald.toml");
+        if let Some(text) = toml_text {
+            std::fs::write(&file, text)?;
+        }
+        let result = Config::load(toml_text.map(|_| file.as_path()), |k| env.get(k).cloned());
+        let _ = std::fs::remove_dir_all(dir);
+        result
+    }
+
+    #[test]
+    fn no_configuration_gives_the_embedded_default() {
+        let config = load(None, &[]).expect("defaults load");
+        assert_eq!(config, Config::default());
+        assert_eq!(config.database.url, "sqlite://herald.db");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let file = "listen = \"0.0.0.0:9000\"\n[database]\nurl = \"sqlite://a.db\"\n";
+        let config =
+            load(Some(file), &[("HERALD_DATABASE_URL", "postgres://u@h/db")]).expect("loads");
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.database.url, "postgres://u@h/db");
+        let config =
+            load(Some(file), &[("HERALD_DATABASE_MIGRATE_ON_START", "false")]).expect("loads");
+        assert!(!config.database.migrate_on_start);
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_with_a_reason() {
+        let unknown = load(Some("[database]\nulr = \"x\"\n"), &[]).expect_err("typo refused");
+        assert!(format!("{unknown:#}").contains("ulr"), "{unknown:#}");
+        let scheme = load(None, &[("HERALD_DATABASE_URL", "mysql://x")]).expect_err("bad scheme");
+        assert!(format!("{scheme:#}").contains("database.url"));
+        let flag =
+            load(None, &[("HERALD_DATABASE_MIGRATE_ON_START", "maybe")]).expect_err("bad bool");
+        assert!(format!("{flag:#}").contains("true or false"));
+        assert!(load(Some("listen = 5"), &[]).is_err());
+    }
+}

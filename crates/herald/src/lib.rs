@@ -1,0 +1,12 @@
+//! The `herald` binary's library: configuration, the HTTP server and the commands of the CLI.
+//! This is the only crate that wires the store, commands, dispatch and projections together.
+//!
+//! - [`config`]: layered configuration (defaults, TOML file, `HERALD_*` environment, flags).
+//! - [`server`]: application state, routes and the serve loop.
+//! - [`health`]: `/healthz` and `/readyz`.
+//! - [`cli`]: the command-line interface that `main` runs.
+
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod server;

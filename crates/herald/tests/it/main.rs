@@ -1,0 +1,5 @@
+//! The `herald` binary, run as a user runs it: a real process, real sockets, real databases.
+#![allow(clippy::unwrap_used)]
+
+mod serve;
+mod support;

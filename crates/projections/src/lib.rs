@@ -1,0 +1,1 @@
+//! Projections: transactional subscribers that build the query views from the event log (issue 6).

@@ -1,0 +1,154 @@
+//! `Store`: whichever backend the configuration names, behind the one trait.
+
+use std::time::Duration;
+
+use crate::doorbell::Doorbell;
+use crate::error::{Result, StoreError};
+use crate::event_store::{EventStore, Heartbeat, StoreTx};
+use crate::postgres::{PgOptions, PgStore};
+use crate::sqlite::SqliteStore;
+use crate::types::{Checkpoint, CheckpointKey, LogBatch, LogFilter, RecordedEvent, StreamAppend};
+
+#[derive(Clone)]
+pub enum Store {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Connects by URL: `postgres://…`/`postgresql://…`, or `sqlite://PATH` / `sqlite:PATH`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(
+                PgStore::connect(url, PgOptions::default()).await?,
+            ))
+        } else if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::connect(url).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(redact(url)))
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Store::Postgres(s) => s.migrate().await,
+            Store::Sqlite(s) => s.migrate().await,
+        }
+    }
+
+    /// `postgres` or `sqlite`, for health reports and logs.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// A URL without its password, for error messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..scheme], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Forwards a call to whichever backend this is.
+macro_rules! both {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Postgres($s) => $call,
+            Store::Sqlite($s) => $call,
+        }
+    };
+}
+
+impl EventStore for Store {
+    async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<u64>> {
+        both!(self, s => s.append(appends).await)
+    }
+    async fn begin(&self) -> Result<StoreTx> {
+        both!(self, s => s.begin().await)
+    }
+    async fn append_in(&self, tx: &mut StoreTx, appends: &[StreamAppend]) -> Result<Vec<u64>> {
+        both!(self, s => s.append_in(tx, appends).await)
+    }
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        both!(self, s => s.read_stream(stream_id, from, limit).await)
+    }
+    async fn stream_version(&self, stream_id: &str) -> Result<Option<u64>> {
+        both!(self, s => s.stream_version(stream_id).await)
+    }
+    async fn read_log(
+        &self,
+        after: Checkpoint,
+        filter: &LogFilter,
+        limit: usize,
+    ) -> Result<LogBatch> {
+        both!(self, s => s.read_log(after, filter, limit).await)
+    }
+    async fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>> {
+        both!(self, s => s.load_checkpoint(key).await)
+    }
+    async fn save_checkpoint(
+        &self,
+        tx: &mut StoreTx,
+        key: &CheckpointKey,
+        expected: Option<Checkpoint>,
+        new: Checkpoint,
+        owner: Option<&str>,
+    ) -> Result<()> {
+        both!(self, s => s.save_checkpoint(tx, key, expected, new, owner).await)
+    }
+    async fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        partitions: u32,
+        ttl: Duration,
+    ) -> Result<Heartbeat> {
+        both!(self, s => s.heartbeat(group, member, partitions, ttl).await)
+    }
+    async fn acquire_leases(
+        &self,
+        group: &str,
+        member: &str,
+        max: u32,
+        ttl: Duration,
+    ) -> Result<Vec<u32>> {
+        both!(self, s => s.acquire_leases(group, member, max, ttl).await)
+    }
+    async fn release_leases(&self, group: &str, member: &str, partitions: &[u32]) -> Result<()> {
+        both!(self, s => s.release_leases(group, member, partitions).await)
+    }
+    async fn leave_group(&self, group: &str, member: &str) -> Result<()> {
+        both!(self, s => s.leave_group(group, member).await)
+    }
+    fn doorbell(&self) -> &Doorbell {
+        both!(self, s => s.doorbell())
+    }
+    async fn ping(&self) -> Result<()> {
+        both!(self, s => s.ping().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_the_password() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redact("sqlite://herald.db"), "sqlite://herald.db");
+    }
+}

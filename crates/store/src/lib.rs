@@ -1,0 +1,34 @@
+//! Herald's event store: an append-only log of events in streams, with expected-version appends,
+//! log reads that never skip an event, subscriptions and consumer groups.
+//!
+//! - [`types`]: the values of the API (streams, events, checkpoints, filters).
+//! - [`EventStore`]: the one trait; [`PgStore`] (production) and [`SqliteStore`] (embedded
+//!   default) implement it, and [`Store`] picks one by URL.
+//! - [`subscription`]: catch-up-then-live readers that move checkpoints with their writes.
+//! - [`group`]: consumer groups sharing partitions through leases.
+//!
+//! The store knows nothing of messages or templates: events arrive as JSON with a type name.
+
+mod any;
+mod append;
+pub mod doorbell;
+mod error;
+mod event_store;
+pub mod group;
+mod migrate;
+mod postgres;
+mod sqlite;
+pub mod subscription;
+pub mod types;
+
+pub use any::{Store, redact};
+pub use error::{Result, StoreError};
+pub use event_store::{EventStore, Heartbeat, StoreTx, TxConn};
+pub use group::{ConsumerGroup, GroupOptions};
+pub use postgres::{PgOptions, PgStore};
+pub use sqlite::SqliteStore;
+pub use subscription::{Handler, HandlerError, SubscriptionOptions};
+pub use types::{
+    Checkpoint, CheckpointKey, ExpectedVersion, LogBatch, LogFilter, NewEvent, PartitionFilter,
+    RecordedEvent, StreamAppend,
+};

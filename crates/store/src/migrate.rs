@@ -1,0 +1,47 @@
+//! The SQL migrations of both backends, embedded in the binary so `herald migrate` needs no files.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// One migration file: its version, description and SQL.
+type Source = (i64, &'static str, &'static str);
+
+const POSTGRES: &[Source] = &[(
+    1,
+    "event store",
+    include_str!("../../../migrations/postgres/0001_event_store.sql"),
+)];
+
+const SQLITE: &[Source] = &[(
+    1,
+    "event store",
+    include_str!("../../../migrations/sqlite/0001_event_store.sql"),
+)];
+
+fn migrator(sources: &[Source]) -> Migrator {
+    let migrations: Vec<Migration> = sources
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+pub(crate) fn postgres() -> Migrator {
+    migrator(POSTGRES)
+}
+
+pub(crate) fn sqlite() -> Migrator {
+    migrator(SQLITE)
+}

@@ -1,0 +1,681 @@
+//! The production backend on PostgreSQL. Appends follow the protocol of design section 3:
+//! read versions, then one multi-row insert, then commit. Log reads stay below the oldest
+//! running transaction, ordered by `(transaction_id, global_position)`, so no reader skips an event.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use uuid::Uuid;
+
+use crate::append::{self, Versions};
+use crate::doorbell::Doorbell;
+use crate::error::{Result, StoreError};
+use crate::event_store::{EventStore, Heartbeat, StoreTx, TxInner};
+use crate::types::{
+    Checkpoint, CheckpointKey, LogBatch, LogFilter, RecordedEvent, StreamAppend, category_of,
+    partition_key_of,
+};
+
+/// Tunables of the Postgres store.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub max_connections: u32,
+    /// Postgres ends a session idle inside a transaction after this long. A stuck transaction
+    /// holds back every log reader (they read below the oldest running one), so it must end.
+    pub idle_in_transaction_timeout: Duration,
+    /// The NOTIFY channel used as a doorbell between processes.
+    pub notify_channel: String,
+    /// At most one NOTIFY per this interval; commits in between share the next one.
+    pub notify_debounce: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            max_connections: 16,
+            idle_in_transaction_timeout: Duration::from_secs(30),
+            notify_channel: "herald_events".to_owned(),
+            notify_debounce: Duration::from_millis(20),
+        }
+    }
+}
+
+/// The Postgres event store. Cheap to clone; background tasks stop when the last clone drops.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    doorbell: Doorbell,
+    // Cancels the notifier and listener tasks when the store is dropped.
+    _background: DropGuard,
+}
+
+const EVENT_COLUMNS: &str = "transaction_id::text::int8 AS tx, global_position, stream_id, \
+     stream_position, event_id, event_type, schema_version, data::text AS data, \
+     metadata::text AS metadata, recorded_at";
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…`) and starts the cross-process doorbell.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self> {
+        let timeout_ms = options.idle_in_transaction_timeout.as_millis().to_string();
+        let connect = PgConnectOptions::from_str(url)?
+            .application_name("herald")
+            .options([("idle_in_transaction_session_timeout", timeout_ms.as_str())]);
+        // One plain connection first: a pool reports any failure as a timeout, this says why.
+        sqlx::PgConnection::connect_with(&connect)
+            .await?
+            .close()
+            .await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await?;
+        Ok(Self::with_pool(pool, options))
+    }
+
+    /// Wraps an existing pool (tests build one per database).
+    pub fn with_pool(pool: PgPool, options: PgOptions) -> Self {
+        let doorbell = Doorbell::default();
+        let cancel = CancellationToken::new();
+        // A NOTIFY carries this id, so a process ignores the echo of its own commits.
+        let instance = Uuid::now_v7().to_string();
+        tokio::spawn(notify_commits(
+            pool.clone(),
+            doorbell.clone(),
+            options.clone(),
+            instance.clone(),
+            cancel.clone(),
+        ));
+        tokio::spawn(listen_for_commits(
+            pool.clone(),
+            doorbell.clone(),
+            options.notify_channel,
+            instance,
+            cancel.clone(),
+        ));
+        PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                doorbell,
+                _background: cancel.drop_guard(),
+            }),
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        crate::migrate::postgres().run(&self.inner.pool).await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Where the events of a failed append already are, if this is a retry of it.
+    async fn already_appended(&self, appends: &[StreamAppend]) -> Result<Option<Vec<u64>>> {
+        let ids: Vec<Uuid> = appends
+            .iter()
+            .flat_map(|a| a.events.iter().map(|e| e.event_id))
+            .collect();
+        let rows = sqlx::query(
+            "SELECT event_id, stream_id, stream_position FROM events WHERE event_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        let found = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("event_id")?,
+                    (r.try_get("stream_id")?, r.try_get("stream_position")?),
+                ))
+            })
+            .collect::<Result<HashMap<Uuid, (String, i64)>, sqlx::Error>>()?;
+        append::match_retry(appends, &found)
+    }
+}
+
+impl EventStore for PgStore {
+    async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<u64>> {
+        append::validate(appends)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut tx = self.inner.pool.begin().await?;
+            let error = match append_on(&mut tx, appends).await {
+                Ok(versions) => {
+                    tx.commit().await?;
+                    self.inner.doorbell.ring();
+                    return Ok(versions);
+                }
+                Err(error) => error,
+            };
+            tx.rollback().await?;
+            match error {
+                StoreError::WrongExpectedVersion { .. }
+                | StoreError::DuplicateEventId { .. }
+                | StoreError::ConcurrentAppend => {
+                    if let Some(versions) = self.already_appended(appends).await? {
+                        return Ok(versions);
+                    }
+                    // A concurrent writer took the positions: a retry either succeeds (`Any`)
+                    // or reports the conflict with the actual version.
+                    let retry = matches!(
+                        error,
+                        StoreError::ConcurrentAppend | StoreError::DuplicateEventId { .. }
+                    );
+                    if !retry || attempt >= 5 {
+                        return Err(error);
+                    }
+                }
+                other => return Err(other),
+            }
+        }
+    }
+
+    async fn begin(&self) -> Result<StoreTx> {
+        Ok(StoreTx {
+            inner: TxInner::Postgres(self.inner.pool.begin().await?),
+            doorbell: self.inner.doorbell.clone(),
+            appended: false,
+        })
+    }
+
+    async fn append_in(&self, tx: &mut StoreTx, appends: &[StreamAppend]) -> Result<Vec<u64>> {
+        append::validate(appends)?;
+        let TxInner::Postgres(conn) = &mut tx.inner else {
+            return Err(StoreError::InvalidAppend(
+                "a SQLite transaction given to Postgres".into(),
+            ));
+        };
+        let versions = append_on(conn, appends).await?;
+        tx.appended = true;
+        Ok(versions)
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_position >= $2 \
+             ORDER BY stream_position LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(stream_id)
+            .bind(to_i64(from_position))
+            .bind(to_i64(limit as u64))
+            .fetch_all(&self.inner.pool)
+            .await?;
+        rows.iter().map(recorded).collect()
+    }
+
+    async fn stream_version(&self, stream_id: &str) -> Result<Option<u64>> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT max(stream_position) FROM events WHERE stream_id = $1")
+                .bind(stream_id)
+                .fetch_one(&self.inner.pool)
+                .await?;
+        Ok(version.map(|v| v as u64))
+    }
+
+    async fn read_log(
+        &self,
+        after: Checkpoint,
+        filter: &LogFilter,
+        limit: usize,
+    ) -> Result<LogBatch> {
+        // One round trip: the horizon (the oldest running transaction) and the events below it.
+        // A LEFT JOIN keeps the horizon row when no event matches, so an idle filtered reader
+        // still moves past what it has scanned.
+        let sql = format!(
+            "WITH x AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
+                  h AS MATERIALIZED (SELECT x.xmin, EXISTS (SELECT 1 FROM events b \
+                                     WHERE b.transaction_id >= x.xmin) AS blocked FROM x) \
+             SELECT h.xmin::text::int8 AS horizon, h.blocked, e.* FROM h LEFT JOIN LATERAL ( \
+               SELECT {EVENT_COLUMNS} FROM events \
+               WHERE (transaction_id, global_position) > ($1::int8::text::xid8, $2) \
+                 AND transaction_id < h.xmin \
+                 AND (cardinality($3::text[]) = 0 OR category = ANY($3)) \
+                 AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
+                 AND ($5::int4 = 0 OR partition_key % $5 = $6) \
+               ORDER BY transaction_id, global_position LIMIT $7 \
+             ) e ON true ORDER BY e.tx, e.global_position"
+        );
+        let (count, index) = filter
+            .partition
+            .map_or((0, 0), |p| (p.count as i32, p.index as i32));
+        let rows = sqlx::query(&sql)
+            .bind(after.transaction_id)
+            .bind(after.global_position)
+            .bind(&filter.categories)
+            .bind(&filter.event_types)
+            .bind(count)
+            .bind(index)
+            .bind(to_i64(limit as u64))
+            .fetch_all(&self.inner.pool)
+            .await?;
+        let (horizon, blocked): (i64, bool) = match rows.first() {
+            Some(row) => (row.try_get("horizon")?, row.try_get("blocked")?),
+            None => {
+                return Ok(LogBatch {
+                    events: Vec::new(),
+                    next: after,
+                    blocked: false,
+                });
+            }
+        };
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<i64>, _>("tx")?.is_some() {
+                events.push(recorded(row)?);
+            }
+        }
+        // Every transaction below the horizon has ended, so a reader that got less than a full
+        // batch has seen all of them and may resume from just below the horizon.
+        let scanned = Checkpoint {
+            transaction_id: horizon - 1,
+            global_position: i64::MAX,
+        };
+        let next = append::next_checkpoint(after, &events, limit, scanned);
+        Ok(LogBatch {
+            events,
+            next,
+            blocked,
+        })
+    }
+
+    async fn load_checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT transaction_id, global_position FROM checkpoints \
+             WHERE subscription = $1 AND partition = $2",
+        )
+        .bind(&key.subscription)
+        .bind(key.partition as i32)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        Ok(row.map(|(t, p)| Checkpoint {
+            transaction_id: t,
+            global_position: p,
+        }))
+    }
+
+    async fn save_checkpoint(
+        &self,
+        tx: &mut StoreTx,
+        key: &CheckpointKey,
+        expected: Option<Checkpoint>,
+        new: Checkpoint,
+        owner: Option<&str>,
+    ) -> Result<()> {
+        let TxInner::Postgres(conn) = &mut tx.inner else {
+            return Err(StoreError::InvalidAppend(
+                "a SQLite transaction given to Postgres".into(),
+            ));
+        };
+        let result = match expected {
+            None => {
+                sqlx::query(
+                    "INSERT INTO checkpoints (subscription, partition, transaction_id, global_position) \
+                     SELECT $1, $2, $3, $4 WHERE ($5::text IS NULL OR EXISTS (SELECT 1 \
+                       FROM subscription_leases l \
+                       WHERE l.subscription = $1 AND l.partition = $2 AND l.owner = $5)) \
+                     ON CONFLICT (subscription, partition) DO NOTHING",
+                )
+                .bind(&key.subscription)
+                .bind(key.partition as i32)
+                .bind(new.transaction_id)
+                .bind(new.global_position)
+                .bind(owner)
+                .execute(&mut **conn)
+                .await?
+            }
+            Some(old) => {
+                sqlx::query(
+                    "UPDATE checkpoints SET transaction_id = $3, global_position = $4, updated_at = now() \
+                     WHERE subscription = $1 AND partition = $2 \
+                       AND transaction_id = $6 AND global_position = $7 \
+                       AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM subscription_leases l \
+                         WHERE l.subscription = $1 AND l.partition = $2 AND l.owner = $5))",
+                )
+                .bind(&key.subscription)
+                .bind(key.partition as i32)
+                .bind(new.transaction_id)
+                .bind(new.global_position)
+                .bind(owner)
+                .bind(old.transaction_id)
+                .bind(old.global_position)
+                .execute(&mut **conn)
+                .await?
+            }
+        };
+        if result.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::CheckpointConflict {
+                subscription: key.subscription.clone(),
+                partition: key.partition,
+            })
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        partitions: u32,
+        ttl: Duration,
+    ) -> Result<Heartbeat> {
+        let ttl_ms = to_i64(ttl.as_millis() as u64);
+        let mut tx = self.inner.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO subscription_members (subscription, member, expires_at) \
+             VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
+             ON CONFLICT (subscription, member) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+        )
+        .bind(group)
+        .bind(member)
+        .bind(ttl_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM subscription_members WHERE subscription = $1 AND expires_at < now()",
+        )
+        .bind(group)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO subscription_leases (subscription, partition) \
+             SELECT $1, g FROM generate_series(0, $2 - 1) AS g ON CONFLICT DO NOTHING",
+        )
+        .bind(group)
+        .bind(partitions as i32)
+        .execute(&mut *tx)
+        .await?;
+        let held: Vec<i32> = sqlx::query_scalar(
+            "UPDATE subscription_leases SET expires_at = now() + $3 * interval '1 millisecond' \
+             WHERE subscription = $1 AND owner = $2 RETURNING partition",
+        )
+        .bind(group)
+        .bind(member)
+        .bind(ttl_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let members: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM subscription_members WHERE subscription = $1")
+                .bind(group)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        let mut held: Vec<u32> = held.into_iter().map(|p| p as u32).collect();
+        held.sort_unstable();
+        Ok(Heartbeat {
+            held,
+            members: members.max(1) as u32,
+        })
+    }
+
+    async fn acquire_leases(
+        &self,
+        group: &str,
+        member: &str,
+        max: u32,
+        ttl: Duration,
+    ) -> Result<Vec<u32>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        // SKIP LOCKED: members acquiring at the same moment take different partitions
+        // instead of queueing on each other's row locks.
+        let taken: Vec<i32> = sqlx::query_scalar(
+            "UPDATE subscription_leases l SET owner = $2, expires_at = now() + $4 * interval '1 millisecond' \
+             FROM (SELECT subscription, partition FROM subscription_leases \
+                   WHERE subscription = $1 AND (owner IS NULL OR expires_at < now()) \
+                   ORDER BY partition LIMIT $3 FOR UPDATE SKIP LOCKED) f \
+             WHERE l.subscription = f.subscription AND l.partition = f.partition \
+             RETURNING l.partition",
+        )
+        .bind(group)
+        .bind(member)
+        .bind(i64::from(max))
+        .bind(to_i64(ttl.as_millis() as u64))
+        .fetch_all(&self.inner.pool)
+        .await?;
+        let mut taken: Vec<u32> = taken.into_iter().map(|p| p as u32).collect();
+        taken.sort_unstable();
+        Ok(taken)
+    }
+
+    async fn release_leases(&self, group: &str, member: &str, partitions: &[u32]) -> Result<()> {
+        let partitions: Vec<i32> = partitions.iter().map(|p| *p as i32).collect();
+        sqlx::query(
+            "UPDATE subscription_leases SET owner = NULL, expires_at = NULL \
+             WHERE subscription = $1 AND owner = $2 AND partition = ANY($3)",
+        )
+        .bind(group)
+        .bind(member)
+        .bind(&partitions)
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn leave_group(&self, group: &str, member: &str) -> Result<()> {
+        let mut tx = self.inner.pool.begin().await?;
+        sqlx::query(
+            "UPDATE subscription_leases SET owner = NULL, expires_at = NULL \
+             WHERE subscription = $1 AND owner = $2",
+        )
+        .bind(group)
+        .bind(member)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM subscription_members WHERE subscription = $1 AND member = $2")
+            .bind(group)
+            .bind(member)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn doorbell(&self) -> &Doorbell {
+        &self.inner.doorbell
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.inner.pool).await?;
+        Ok(())
+    }
+}
+
+/// The append protocol inside an open transaction: read the versions (no write yet), check the
+/// expectations, then insert every event in one statement.
+async fn append_on(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<Vec<u64>> {
+    let ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+    let rows: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
+        "SELECT s.id, (SELECT max(e.stream_position) FROM events e WHERE e.stream_id = s.id), \
+                pg_current_xact_id_if_assigned() IS NULL \
+         FROM unnest($1::text[]) AS s(id)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.iter().any(|(_, _, first_write)| !first_write) {
+        return Err(StoreError::AppendNotFirstWrite);
+    }
+    let current: Versions = rows
+        .into_iter()
+        .map(|(id, v, _)| (id, v.map(|v| v as u64)))
+        .collect();
+    let (versions, starts) = append::check_expectations(appends, &current)?;
+
+    let total: usize = appends.iter().map(|a| a.events.len()).sum();
+    let mut stream_ids = Vec::with_capacity(total);
+    let mut positions = Vec::with_capacity(total);
+    let mut categories = Vec::with_capacity(total);
+    let mut keys = Vec::with_capacity(total);
+    let mut event_ids = Vec::with_capacity(total);
+    let mut types = Vec::with_capacity(total);
+    let mut schema_versions = Vec::with_capacity(total);
+    let mut data = Vec::with_capacity(total);
+    let mut metadata = Vec::with_capacity(total);
+    for (append, start) in appends.iter().zip(&starts) {
+        let category = category_of(&append.stream_id);
+        let key = partition_key_of(&append.stream_id) as i16;
+        for (i, event) in append.events.iter().enumerate() {
+            stream_ids.push(append.stream_id.as_str());
+            positions.push(to_i64(start + i as u64));
+            categories.push(category);
+            keys.push(key);
+            event_ids.push(event.event_id);
+            types.push(event.event_type.as_str());
+            schema_versions.push(event.schema_version as i16);
+            data.push(event.data.as_str());
+            metadata.push(event.metadata.as_str());
+        }
+    }
+    sqlx::query(
+        "INSERT INTO events (stream_id, stream_position, category, partition_key, event_id, \
+                             event_type, schema_version, data, metadata) \
+         SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int2[], $5::uuid[], \
+                              $6::text[], $7::int2[], $8::text[]::jsonb[], $9::text[]::jsonb[])",
+    )
+    .bind(&stream_ids)
+    .bind(&positions)
+    .bind(&categories)
+    .bind(&keys)
+    .bind(&event_ids)
+    .bind(&types)
+    .bind(&schema_versions)
+    .bind(&data)
+    .bind(&metadata)
+    .execute(&mut *conn)
+    .await
+    .map_err(insert_error)?;
+    Ok(versions)
+}
+
+fn insert_error(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &error {
+        match db.constraint() {
+            Some("events_pkey") => return StoreError::ConcurrentAppend,
+            Some("events_event_id_key") => return StoreError::DuplicateEventId { event_id: None },
+            _ => {}
+        }
+    }
+    StoreError::Database(error)
+}
+
+fn recorded(row: &PgRow) -> Result<RecordedEvent> {
+    Ok(RecordedEvent {
+        checkpoint: Checkpoint {
+            transaction_id: row.try_get("tx")?,
+            global_position: row.try_get("global_position")?,
+        },
+        stream_id: row.try_get("stream_id")?,
+        stream_position: row.try_get::<i64, _>("stream_position")? as u64,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get::<i16, _>("schema_version")? as u16,
+        data: row.try_get("data")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Forwards this process's commits to other processes as a debounced NOTIFY, sent outside
+/// any append transaction (a NOTIFY inside one would serialise every commit).
+async fn notify_commits(
+    pool: PgPool,
+    doorbell: Doorbell,
+    options: PgOptions,
+    instance: String,
+    cancel: CancellationToken,
+) {
+    let mut listener = doorbell.listen();
+    let mut forwarded = listener.mark_seen().local;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = listener.rung() => {}
+        }
+        let rings = listener.mark_seen();
+        if rings.local == forwarded {
+            continue;
+        }
+        forwarded = rings.local;
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&options.notify_channel)
+            .bind(&instance)
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(%error, "could not send the commit doorbell; readers fall back to polling");
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(options.notify_debounce) => {}
+        }
+    }
+}
+
+/// Rings the local doorbell when another process says it committed.
+async fn listen_for_commits(
+    pool: PgPool,
+    doorbell: Doorbell,
+    channel: String,
+    instance: String,
+    cancel: CancellationToken,
+) {
+    loop {
+        let listener = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(&channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            () = cancel.cancelled() => return,
+            listener = listener => listener,
+        };
+        match &mut listener {
+            Ok(listener) => loop {
+                let notification = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    n = listener.recv() => n,
+                };
+                match notification {
+                    Ok(n) if n.payload() != instance => doorbell.ring_remote(),
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "commit doorbell listener lost its connection");
+                        break;
+                    }
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for commits; readers fall back to polling")
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Subscriptions: catch up from a stored checkpoint, then follow the log live. Each batch is
+//! handled and its checkpoint moved in one transaction, so a transactional handler applies
+//! every event exactly once, even when two workers briefly believe they own the same partition.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Result, StoreError};
+use crate::event_store::{EventStore, StoreTx};
+use crate::types::{Checkpoint, CheckpointKey, LogFilter, RecordedEvent};
+
+/// The error a handler returns; the batch is rolled back and tried again after a pause.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a subscription does with each batch. Writes made through `tx` commit together with
+/// the checkpoint (a transactional handler); side effects elsewhere are at-least-once.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        tx: &mut StoreTx,
+        events: &[RecordedEvent],
+    ) -> impl Future<Output = std::result::Result<(), HandlerError>> + Send;
+}
+
+/// How a subscription reads.
+#[derive(Debug, Clone)]
+pub struct SubscriptionOptions {
+    pub filter: LogFilter,
+    pub batch_size: usize,
+    /// The ground truth when no doorbell rings: how long an idle reader waits before looking again.
+    pub poll_interval: Duration,
+    /// Pause after a failed batch before the next try.
+    pub retry_delay: Duration,
+}
+
+impl Default for SubscriptionOptions {
+    fn default() -> Self {
+        SubscriptionOptions {
+            filter: LogFilter::all(),
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Follows the log for one checkpoint key until `shutdown` is cancelled.
+/// With an `owner`, each checkpoint move also checks that the owner still holds the lease.
+pub async fn run<S: EventStore, H: Handler>(
+    store: &S,
+    key: &CheckpointKey,
+    owner: Option<&str>,
+    options: &SubscriptionOptions,
+    handler: &H,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let mut bell = store.doorbell().listen();
+    // `saved` is what the store holds; `cursor` can run ahead of it over events the filter
+    // skipped, and is only persisted with the next handled batch.
+    let mut saved = store.load_checkpoint(key).await?;
+    let mut cursor = saved.unwrap_or(Checkpoint::START);
+    // While an open transaction holds committed events back, look again after this long,
+    // doubling up to the poll interval.
+    let mut blocked_wait = Duration::from_millis(5);
+    while !shutdown.is_cancelled() {
+        bell.mark_seen();
+        let batch = match store
+            .read_log(cursor, &options.filter, options.batch_size)
+            .await
+        {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(%error, subscription = %key.subscription, "log read failed");
+                pause(options.retry_delay, shutdown).await;
+                continue;
+            }
+        };
+        if batch.events.is_empty() {
+            cursor = batch.next;
+            let wait = if batch.blocked {
+                blocked_wait = (blocked_wait * 2).min(options.poll_interval);
+                blocked_wait
+            } else {
+                options.poll_interval
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = bell.rung() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        blocked_wait = Duration::from_millis(5);
+        match handle_batch(store, key, owner, handler, saved, &batch.events, batch.next).await {
+            Ok(()) => {
+                saved = Some(batch.next);
+                cursor = batch.next;
+            }
+            Err(StoreError::CheckpointConflict { .. }) => {
+                // Someone else moved the checkpoint (a new owner of the partition): start over
+                // from what the store holds rather than apply a batch twice.
+                tracing::info!(subscription = %key.subscription, partition = key.partition, "checkpoint moved elsewhere");
+                saved = store.load_checkpoint(key).await?;
+                cursor = saved.unwrap_or(Checkpoint::START);
+                if owner.is_some() {
+                    return Ok(());
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, subscription = %key.subscription, "batch failed; retrying");
+                pause(options.retry_delay, shutdown).await;
+                cursor = saved.unwrap_or(Checkpoint::START);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn handle_batch<S: EventStore, H: Handler>(
+    store: &S,
+    key: &CheckpointKey,
+    owner: Option<&str>,
+    handler: &H,
+    saved: Option<Checkpoint>,
+    events: &[RecordedEvent],
+    next: Checkpoint,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    if let Err(error) = handler.handle(&mut tx, events).await {
+        tx.rollback().await?;
+        return Err(StoreError::Handler(error.to_string()));
+    }
+    store
+        .save_checkpoint(&mut tx, key, saved, next, owner)
+        .await?;
+    tx.commit().await
+}
+
+async fn pause(delay: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(delay) => {}
+    }
+}
+
+/// A handler shared by the tasks of a consumer group.
+impl<H: Handler> Handler for Arc<H> {
+    fn handle(
+        &self,
+        tx: &mut StoreTx,
+        events: &[RecordedEvent],
+    ) -> impl Future<Output = std::result::Result<(), HandlerError>> + Send {
+        (**self).handle(tx, events)
+    }
+}

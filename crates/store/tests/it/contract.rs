@@ -1,0 +1,486 @@
+//! The contract every backend keeps: expected versions, atomic multi-stream appends,
+//! idempotent retries, stream and log reads, filters, checkpoints and subscriptions.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use store::{
+    Checkpoint, CheckpointKey, EventStore, ExpectedVersion, LogFilter, PartitionFilter, Store,
+    StoreError, StreamAppend, SubscriptionOptions,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{Recorder, both_backends, event, events, read_settled, seen, wait_seen};
+
+both_backends!(
+    appends_and_reads_a_stream,
+    expectations_are_checked_and_conflicts_carry_the_actual_version,
+    concurrent_appends_with_one_expected_version_have_one_winner,
+    a_retried_append_returns_the_first_result_and_writes_nothing,
+    a_multi_stream_append_is_all_or_nothing,
+    log_reads_filter_and_resume,
+    checkpoints_move_by_compare_and_set,
+    a_subscription_catches_up_then_follows_live,
+    malformed_appends_are_refused,
+);
+
+fn append(stream: &str, expected: ExpectedVersion, n: u64) -> StreamAppend {
+    StreamAppend {
+        stream_id: stream.to_owned(),
+        expected,
+        events: events(n),
+    }
+}
+
+async fn appends_and_reads_a_stream(store: Store) {
+    assert_eq!(store.stream_version("order-1").await.unwrap(), None);
+    let versions = store
+        .append(&[append("order-1", ExpectedVersion::NoStream, 3)])
+        .await
+        .unwrap();
+    assert_eq!(versions, vec![3]);
+    assert_eq!(store.stream_version("order-1").await.unwrap(), Some(3));
+
+    let read = store.read_stream("order-1", 1, 100).await.unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.stream_position).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let data: Vec<serde_json::Value> = read.iter().map(|e| e.data_json().unwrap()).collect();
+    assert_eq!(data[2], serde_json::json!({ "n": 3 }));
+    assert_eq!(read[0].event_type, "Happened");
+    assert_eq!(read[0].schema_version, 1);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&read[0].metadata).unwrap()["actor"],
+        "test"
+    );
+    assert_eq!(read[0].category(), "order");
+
+    let tail = store.read_stream("order-1", 3, 100).await.unwrap();
+    assert_eq!(tail.len(), 1);
+    assert!(
+        store
+            .read_stream("order-2", 1, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn expectations_are_checked_and_conflicts_carry_the_actual_version(store: Store) {
+    let check = |result: Result<Vec<u64>, StoreError>, want: Option<u64>| match result {
+        Err(StoreError::WrongExpectedVersion { actual, .. }) => assert_eq!(actual, want),
+        other => panic!("expected a conflict with actual {want:?}, got {other:?}"),
+    };
+    check(
+        store
+            .append(&[append("acct-1", ExpectedVersion::StreamExists, 1)])
+            .await,
+        None,
+    );
+    check(
+        store
+            .append(&[append("acct-1", ExpectedVersion::Exact(1), 1)])
+            .await,
+        None,
+    );
+    store
+        .append(&[append("acct-1", ExpectedVersion::NoStream, 2)])
+        .await
+        .unwrap();
+    check(
+        store
+            .append(&[append("acct-1", ExpectedVersion::NoStream, 1)])
+            .await,
+        Some(2),
+    );
+    check(
+        store
+            .append(&[append("acct-1", ExpectedVersion::Exact(1), 1)])
+            .await,
+        Some(2),
+    );
+    assert_eq!(
+        store
+            .append(&[append("acct-1", ExpectedVersion::Exact(2), 1)])
+            .await
+            .unwrap(),
+        vec![3]
+    );
+    assert_eq!(
+        store
+            .append(&[append("acct-1", ExpectedVersion::StreamExists, 1)])
+            .await
+            .unwrap(),
+        vec![4]
+    );
+    assert_eq!(
+        store
+            .append(&[append("acct-1", ExpectedVersion::Any, 2)])
+            .await
+            .unwrap(),
+        vec![6]
+    );
+    assert_eq!(store.stream_version("acct-1").await.unwrap(), Some(6));
+}
+
+async fn concurrent_appends_with_one_expected_version_have_one_winner(store: Store) {
+    store
+        .append(&[append("race-1", ExpectedVersion::NoStream, 1)])
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(&[append("race-1", ExpectedVersion::Exact(1), 2)])
+                    .await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(versions) => {
+                assert_eq!(versions, vec![3]);
+                wins += 1;
+            }
+            Err(StoreError::WrongExpectedVersion { actual, .. }) => assert_eq!(actual, Some(3)),
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.read_stream("race-1", 1, 100).await.unwrap().len(), 3);
+}
+
+async fn a_retried_append_returns_the_first_result_and_writes_nothing(store: Store) {
+    let batch = [
+        append("retry-1", ExpectedVersion::NoStream, 2),
+        append("retry-2", ExpectedVersion::Any, 3),
+    ];
+    let first = store.append(&batch).await.unwrap();
+    assert_eq!(first, vec![2, 3]);
+    // The same batch again, as a client retrying after a lost answer would send it.
+    assert_eq!(store.append(&batch).await.unwrap(), first);
+    assert_eq!(store.read_stream("retry-1", 1, 100).await.unwrap().len(), 2);
+    assert_eq!(store.read_stream("retry-2", 1, 100).await.unwrap().len(), 3);
+
+    // After more events, a retry still answers what the first append answered.
+    store
+        .append(&[append("retry-2", ExpectedVersion::Any, 1)])
+        .await
+        .unwrap();
+    assert_eq!(store.append(&batch).await.unwrap(), first);
+
+    // Concurrent retries of one append: all get the same answer; one copy is stored.
+    let once = [append("retry-3", ExpectedVersion::Any, 2)];
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, once) = (store.clone(), once.clone());
+            tokio::spawn(async move { store.append(&once).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), vec![2]);
+    }
+    assert_eq!(store.read_stream("retry-3", 1, 100).await.unwrap().len(), 2);
+
+    // An event id reused in another stream is an error, not a silent success.
+    let mut reused = append("retry-4", ExpectedVersion::Any, 1);
+    reused.events[0].event_id = batch[0].events[0].event_id;
+    assert!(matches!(
+        store.append(&[reused]).await,
+        Err(StoreError::DuplicateEventId { .. })
+    ));
+    assert_eq!(store.stream_version("retry-4").await.unwrap(), None);
+}
+
+async fn a_multi_stream_append_is_all_or_nothing(store: Store) {
+    store
+        .append(&[append("multi-1", ExpectedVersion::NoStream, 1)])
+        .await
+        .unwrap();
+    let batch = [
+        append("multi-2", ExpectedVersion::NoStream, 2),
+        append("multi-1", ExpectedVersion::NoStream, 1),
+    ];
+    assert!(store.append(&batch).await.unwrap_err().is_conflict());
+    assert_eq!(store.stream_version("multi-2").await.unwrap(), None);
+    assert_eq!(store.stream_version("multi-1").await.unwrap(), Some(1));
+
+    // A hundred streams in one commit, as a 100-receiver send makes.
+    let many: Vec<_> = (0..100)
+        .map(|i| append(&format!("message-{i}"), ExpectedVersion::NoStream, 1))
+        .collect();
+    assert_eq!(store.append(&many).await.unwrap(), vec![1; 100]);
+    let log = read_settled(
+        &store,
+        Checkpoint::START,
+        &LogFilter::categories(&["message"]),
+        1000,
+    )
+    .await;
+    assert_eq!(log.events.len(), 100);
+    // One commit: on Postgres every event carries the same transaction id.
+    let transactions: HashSet<i64> = log
+        .events
+        .iter()
+        .map(|e| e.checkpoint.transaction_id)
+        .collect();
+    assert_eq!(transactions.len(), 1);
+}
+
+async fn log_reads_filter_and_resume(store: Store) {
+    for i in 0..10 {
+        let category = if i % 2 == 0 { "even" } else { "odd" };
+        let mut a = append(&format!("{category}-{i}"), ExpectedVersion::NoStream, 2);
+        a.events[1].event_type = "Other".into();
+        store.append(&[a]).await.unwrap();
+    }
+    let all = read_settled(&store, Checkpoint::START, &LogFilter::all(), 1000).await;
+    assert_eq!(all.events.len(), 20);
+    assert!(
+        all.events
+            .windows(2)
+            .all(|w| w[0].checkpoint < w[1].checkpoint),
+        "log order"
+    );
+
+    // Reading in small batches gives the same events in the same order.
+    let mut paged = Vec::new();
+    let mut at = Checkpoint::START;
+    loop {
+        let batch = read_settled(&store, at, &LogFilter::all(), 3).await;
+        if batch.events.is_empty() {
+            break;
+        }
+        paged.extend(batch.events.iter().map(|e| e.event_id));
+        at = batch.next;
+    }
+    assert_eq!(
+        paged,
+        all.events.iter().map(|e| e.event_id).collect::<Vec<_>>()
+    );
+
+    let odd = read_settled(
+        &store,
+        Checkpoint::START,
+        &LogFilter::categories(&["odd"]),
+        1000,
+    )
+    .await;
+    assert_eq!(odd.events.len(), 10);
+    assert!(odd.events.iter().all(|e| e.stream_id.starts_with("odd-")));
+    // A short batch resumes past everything scanned, so the next read finds nothing.
+    assert!(
+        read_settled(&store, odd.next, &LogFilter::categories(&["odd"]), 1000)
+            .await
+            .events
+            .is_empty()
+    );
+
+    let typed = LogFilter {
+        event_types: vec!["Other".into()],
+        ..LogFilter::all()
+    };
+    let other = read_settled(&store, Checkpoint::START, &typed, 1000).await;
+    assert_eq!(other.events.len(), 10);
+
+    // The partitions of a group cover the log exactly once.
+    let mut covered = Vec::new();
+    for index in 0..4 {
+        let filter = LogFilter::all().with_partition(PartitionFilter { count: 4, index });
+        let part = read_settled(&store, Checkpoint::START, &filter, 1000).await;
+        assert!(
+            part.events
+                .iter()
+                .all(|e| filter.matches(&e.stream_id, &e.event_type))
+        );
+        covered.extend(part.events.into_iter().map(|e| e.event_id));
+    }
+    covered.sort();
+    let mut expected: Vec<_> = all.events.iter().map(|e| e.event_id).collect();
+    expected.sort();
+    assert_eq!(covered, expected);
+
+    // Events appended later are found from the old checkpoint.
+    store
+        .append(&[append("odd-99", ExpectedVersion::NoStream, 1)])
+        .await
+        .unwrap();
+    let later = read_settled(&store, odd.next, &LogFilter::categories(&["odd"]), 1000).await;
+    assert_eq!(later.events.len(), 1);
+    assert_eq!(later.events[0].stream_id, "odd-99");
+}
+
+async fn checkpoints_move_by_compare_and_set(store: Store) {
+    let key = CheckpointKey::new("projection", 0);
+    let a = Checkpoint {
+        transaction_id: 0,
+        global_position: 5,
+    };
+    let b = Checkpoint {
+        transaction_id: 0,
+        global_position: 9,
+    };
+    assert_eq!(store.load_checkpoint(&key).await.unwrap(), None);
+
+    let mut tx = store.begin().await.unwrap();
+    store
+        .save_checkpoint(&mut tx, &key, None, a, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.load_checkpoint(&key).await.unwrap(), Some(a));
+
+    for (expected, new) in [(None, b), (Some(b), b)] {
+        let mut tx = store.begin().await.unwrap();
+        let result = store
+            .save_checkpoint(&mut tx, &key, expected, new, None)
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::CheckpointConflict { .. })),
+            "{expected:?} -> {new:?}"
+        );
+        tx.rollback().await.unwrap();
+    }
+
+    let mut tx = store.begin().await.unwrap();
+    store
+        .save_checkpoint(&mut tx, &key, Some(a), b, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.load_checkpoint(&key).await.unwrap(), Some(b));
+
+    // With an owner, the owner must hold the partition's lease.
+    let leased = CheckpointKey::new("group", 0);
+    let mut tx = store.begin().await.unwrap();
+    let refused = store
+        .save_checkpoint(&mut tx, &leased, None, a, Some("nobody"))
+        .await;
+    assert!(matches!(
+        refused,
+        Err(StoreError::CheckpointConflict { .. })
+    ));
+    tx.rollback().await.unwrap();
+    store
+        .heartbeat("group", "me", 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .acquire_leases("group", "me", 1, Duration::from_secs(10))
+            .await
+            .unwrap(),
+        vec![0]
+    );
+    let mut tx = store.begin().await.unwrap();
+    store
+        .save_checkpoint(&mut tx, &leased, None, a, Some("me"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn a_subscription_catches_up_then_follows_live(store: Store) {
+    for i in 0..50 {
+        store
+            .append(&[append(
+                &format!("message-{i}"),
+                ExpectedVersion::NoStream,
+                2,
+            )])
+            .await
+            .unwrap();
+        store
+            .append(&[append(&format!("other-{i}"), ExpectedVersion::NoStream, 1)])
+            .await
+            .unwrap();
+    }
+    let shutdown = CancellationToken::new();
+    let options = SubscriptionOptions {
+        filter: LogFilter::categories(&["message"]),
+        batch_size: 7,
+        // Long polls: live events must arrive by the doorbell, not the poll.
+        poll_interval: Duration::from_secs(30),
+        ..SubscriptionOptions::default()
+    };
+    let task = {
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let key = CheckpointKey::new("follower", 0);
+            store::subscription::run(
+                &store,
+                &key,
+                None,
+                &options,
+                &Recorder::new("follower"),
+                &shutdown,
+            )
+            .await
+        })
+    };
+    wait_seen(&store, "follower", 100, 30).await;
+    for i in 50..60 {
+        store
+            .append(&[append(
+                &format!("message-{i}"),
+                ExpectedVersion::NoStream,
+                2,
+            )])
+            .await
+            .unwrap();
+    }
+    wait_seen(&store, "follower", 120, 10).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    let seen = seen(&store, "follower").await;
+    assert_eq!(seen.len(), 120, "each event once");
+    assert!(
+        seen.iter()
+            .all(|(_, stream, _)| stream.starts_with("message-"))
+    );
+    let saved = store
+        .load_checkpoint(&CheckpointKey::new("follower", 0))
+        .await
+        .unwrap();
+    assert!(saved.is_some());
+}
+
+async fn malformed_appends_are_refused(store: Store) {
+    assert!(matches!(
+        store.append(&[]).await,
+        Err(StoreError::InvalidAppend(_))
+    ));
+    let empty = StreamAppend {
+        stream_id: "x-1".into(),
+        expected: ExpectedVersion::Any,
+        events: vec![],
+    };
+    assert!(matches!(
+        store.append(&[empty]).await,
+        Err(StoreError::InvalidAppend(_))
+    ));
+    let twice = [
+        append("x-1", ExpectedVersion::Any, 1),
+        append("x-1", ExpectedVersion::Any, 1),
+    ];
+    assert!(matches!(
+        store.append(&twice).await,
+        Err(StoreError::InvalidAppend(_))
+    ));
+    let mut bad_json = append("x-2", ExpectedVersion::Any, 1);
+    bad_json.events[0] = store::NewEvent {
+        data: "{not json".into(),
+        ..event(1)
+    };
+    // Both backends check the JSON (jsonb on Postgres, json() on SQLite); nothing is half-written.
+    assert!(matches!(
+        store.append(&[bad_json]).await,
+        Err(StoreError::Database(_))
+    ));
+    assert_eq!(store.stream_version("x-2").await.unwrap(), None);
+}
