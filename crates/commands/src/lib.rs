@@ -1,1 +1,20 @@
-//! The command side: the send and recall chains that turn API requests into accepted events (issue 3).
+//! The command side: turns API requests into events. Each handler is an IO sandwich: load the
+//! stream, `decide` in the pure domain, append with the expected version.
+//!
+//! - [`error`]: the coded error every command returns.
+//! - [`links`]: signed click-tracking links.
+//! - [`keys`]: tenants and API keys (hashed at rest, shown once).
+//! - [`templates`]: the template aggregate's commands and queries.
+//! - [`send`]: the send chain with idempotency by request id.
+//! - [`recall`]: recall by message id.
+
+pub mod error;
+pub mod events;
+pub mod keys;
+pub mod links;
+pub mod recall;
+pub mod send;
+pub mod settings;
+pub mod templates;
+
+pub use error::{Code, CommandError};

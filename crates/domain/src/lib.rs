@@ -15,6 +15,7 @@
 //! - [`message`]: the events of one message stream.
 //! - [`message_state`]: the message's state, `apply` and `fold`, with the transition rules.
 //! - [`message_decide`]: message commands and `decide`.
+//! - [`send`]: the send request stream that makes a retried request idempotent.
 //! - [`metadata`]: the metadata stored next to every event.
 //! - [`wire`]: what all event enums share: decoding errors and the `DomainEvent` trait.
 //!
@@ -29,6 +30,7 @@ pub mod message_decide;
 pub mod message_state;
 pub mod metadata;
 pub mod receiver;
+pub mod send;
 pub mod template;
 pub mod template_aggregate;
 pub mod template_decide;
@@ -44,6 +46,7 @@ pub use message_decide::MessageCommand;
 pub use message_state::{DeliveryStatus, MessageError, MessageState};
 pub use metadata::EventMetadata;
 pub use receiver::{Receiver, ReceiverError};
+pub use send::{SendAccepted, SendEvent, SentMessage};
 pub use template::{RenderError, TemplateContent, TemplateParam};
 pub use template_aggregate::{
     TemplateError, TemplateInfo, TemplateState, TemplateVersion, VersionStatus,

@@ -1,4 +1,5 @@
-//! The command line: `herald serve`, `herald migrate`.
+//! The command line: `herald serve`, `herald migrate`, and the administration of tenants and API
+//! keys (`herald tenant`, `herald apikey`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,6 +7,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+
+use commands::keys::{self, Scopes};
+use domain::TenantId;
 
 use crate::config::Config;
 use crate::server::{self, AppState};
@@ -38,6 +42,46 @@ pub enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Manage API keys.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// The tenant id: lowercase letters, digits, `-` and `_`, at most 64 characters.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create an API key and print it, once, as the only line of standard output.
+    Create {
+        /// The tenant the key acts for.
+        #[arg(long)]
+        tenant: String,
+        /// What the key may do: a comma list of send, recall, read and admin.
+        #[arg(long)]
+        scopes: String,
+        /// A note on what the key is for.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Revoke an API key; requests with it fail from then on.
+    Revoke {
+        /// The key id: the part between `hk_` and the second `_`.
+        key_id: String,
+    },
 }
 
 impl Cli {
@@ -68,17 +112,67 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
             server::run(listener, state, shutdown).await
         }
         Command::Migrate => {
-            let url = &config.database.url;
-            let store = store::Store::connect(url)
-                .await
-                .with_context(|| format!("connecting to the store at {}", store::redact(url)))?;
-            store.migrate().await.context("migrating the store")?;
+            let store = open_store(&config).await?;
             println!(
                 "migrations applied to {} ({})",
-                store::redact(url),
+                store::redact(&config.database.url),
                 store.backend()
             );
             Ok(())
         }
+        Command::Tenant {
+            command: TenantCommand::Create { name },
+        } => {
+            let tenant = TenantId::parse(&name)?;
+            let store = open_store(&config).await?;
+            keys::create_tenant(&store, &tenant)
+                .await
+                .context("creating the tenant")?;
+            println!("tenant {tenant} created");
+            Ok(())
+        }
+        Command::Apikey {
+            command:
+                ApikeyCommand::Create {
+                    tenant,
+                    scopes,
+                    label,
+                },
+        } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let scopes = Scopes::parse(&scopes)?;
+            let store = open_store(&config).await?;
+            let new = keys::create_api_key(&store, &tenant, &scopes, &label)
+                .await
+                .context("creating the API key")?;
+            // The key alone on stdout lets a script capture it: `KEY=$(herald apikey create …)`.
+            println!("{}", new.key);
+            eprintln!(
+                "API key {} created for tenant {tenant} with scopes {scopes}; \
+                 store it now, it will not be shown again",
+                new.key_id
+            );
+            Ok(())
+        }
+        Command::Apikey {
+            command: ApikeyCommand::Revoke { key_id },
+        } => {
+            let store = open_store(&config).await?;
+            keys::revoke_api_key(&store, &key_id)
+                .await
+                .context("revoking the API key")?;
+            println!("API key {key_id} revoked");
+            Ok(())
+        }
     }
+}
+
+/// The configured store, migrated: the administrative commands work on a fresh database too.
+async fn open_store(config: &Config) -> anyhow::Result<store::Store> {
+    let url = &config.database.url;
+    let store = store::Store::connect(url)
+        .await
+        .with_context(|| format!("connecting to the store at {}", store::redact(url)))?;
+    store.migrate().await.context("migrating the store")?;
+    Ok(store)
 }

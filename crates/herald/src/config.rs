@@ -15,6 +15,48 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub cache: CacheConfig,
     pub log: LogConfig,
+    pub api: ApiConfig,
+    pub security: SecurityConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where users reach this Herald; click-tracking links point at `{public_url}/c/…`.
+    pub public_url: String,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Requests per second per API key, on average (0 turns the limit off) ...
+    pub rate_limit_per_second: u32,
+    /// ... and at most this many at once.
+    pub rate_limit_burst: u32,
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_receivers_per_item: usize,
+    pub max_items: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Signs click-tracking links. Empty: Herald makes one on first start and keeps it in the
+    /// store, so every process of a deployment shares it.
+    pub link_secret: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            max_body_bytes: 1024 * 1024,
+            rate_limit_per_second: 200,
+            rate_limit_burst: 400,
+            max_depth: 12,
+            max_complexity: 500,
+            max_receivers_per_item: 100,
+            max_items: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -49,6 +91,8 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             cache: CacheConfig::default(),
             log: LogConfig::default(),
+            api: ApiConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -74,6 +118,7 @@ impl Default for LogConfig {
 #[derive(Clone, Copy)]
 enum Kind {
     Text,
+    Integer,
     Boolean,
 }
 
@@ -93,6 +138,39 @@ const ENVIRONMENT: &[(&str, &[&str], Kind)] = &[
     ),
     ("HERALD_LOG_FORMAT", &["log", "format"], Kind::Text),
     ("HERALD_LOG_FILTER", &["log", "filter"], Kind::Text),
+    ("HERALD_API_PUBLIC_URL", &["api", "public_url"], Kind::Text),
+    (
+        "HERALD_API_MAX_BODY_BYTES",
+        &["api", "max_body_bytes"],
+        Kind::Integer,
+    ),
+    (
+        "HERALD_API_RATE_LIMIT_PER_SECOND",
+        &["api", "rate_limit_per_second"],
+        Kind::Integer,
+    ),
+    (
+        "HERALD_API_RATE_LIMIT_BURST",
+        &["api", "rate_limit_burst"],
+        Kind::Integer,
+    ),
+    ("HERALD_API_MAX_DEPTH", &["api", "max_depth"], Kind::Integer),
+    (
+        "HERALD_API_MAX_COMPLEXITY",
+        &["api", "max_complexity"],
+        Kind::Integer,
+    ),
+    (
+        "HERALD_API_MAX_RECEIVERS_PER_ITEM",
+        &["api", "max_receivers_per_item"],
+        Kind::Integer,
+    ),
+    ("HERALD_API_MAX_ITEMS", &["api", "max_items"], Kind::Integer),
+    (
+        "HERALD_SECURITY_LINK_SECRET",
+        &["security", "link_secret"],
+        Kind::Text,
+    ),
 ];
 
 impl Config {
@@ -114,6 +192,11 @@ impl Config {
             if let Some(raw) = env(name) {
                 let value = match kind {
                     Kind::Text => toml::Value::String(raw),
+                    Kind::Integer => toml::Value::Integer(
+                        raw.trim()
+                            .parse()
+                            .with_context(|| format!("{name} must be a whole number"))?,
+                    ),
                     Kind::Boolean => toml::Value::Boolean(match raw.trim() {
                         "true" | "1" | "yes" => true,
                         "false" | "0" | "no" => false,
@@ -146,6 +229,14 @@ impl Config {
             redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://");
         if !redis_ok {
             bail!("cache.redis_url must start with redis:// or rediss://");
+        }
+        if !(self.api.public_url.starts_with("http://")
+            || self.api.public_url.starts_with("https://"))
+        {
+            bail!("api.public_url must be an http(s) URL");
+        }
+        if self.api.max_receivers_per_item == 0 || self.api.max_items == 0 {
+            bail!("api.max_receivers_per_item and api.max_items must be at least 1");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("log.format must be text or json, not {:?}", self.log.format);

@@ -3,10 +3,12 @@
 //!
 //! - [`config`]: layered configuration (defaults, TOML file, `HERALD_*` environment, flags).
 //! - [`server`]: application state, routes and the serve loop.
+//! - [`graphql`]: `/graphql`, with authentication, rate and size limits.
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`cli`]: the command-line interface that `main` runs.
 
 pub mod cli;
 pub mod config;
+pub mod graphql;
 pub mod health;
 pub mod server;

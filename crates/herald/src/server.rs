@@ -1,17 +1,21 @@
 //! The HTTP server: builds the application state from the configuration and serves the routes
 //! until the shutdown token is cancelled.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
+use commands::links::LinkSigner;
+use commands::send::SendLimits;
 use store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::health;
+use crate::{graphql, health};
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -19,6 +23,9 @@ pub struct AppState {
     pub store: Store,
     /// `None`: the embedded default keeps its cache in process.
     pub redis: Option<redis::Client>,
+    pub schema: api::HeraldSchema,
+    pub rate: Arc<api::rate::RateLimiter>,
+    pub max_body_bytes: usize,
 }
 
 impl AppState {
@@ -39,14 +46,53 @@ impl AppState {
                     .context("parsing cache.redis_url")?,
             )
         };
-        Ok(AppState { store, redis })
+        let secret = match config.security.link_secret.as_str() {
+            "" => commands::settings::get_or_create(
+                &store,
+                "link_secret",
+                commands::settings::random_secret,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the link secret: {e}"))?,
+            configured => configured.to_owned(),
+        };
+        let api_config = &config.api;
+        let schema = api::schema(
+            api::ApiState {
+                store: store.clone(),
+                links: LinkSigner::new(secret.into_bytes(), &api_config.public_url),
+                send_limits: SendLimits {
+                    max_receivers_per_item: api_config.max_receivers_per_item,
+                    max_items: api_config.max_items,
+                    ..SendLimits::default()
+                },
+            },
+            api::QueryLimits {
+                depth: api_config.max_depth,
+                complexity: api_config.max_complexity,
+            },
+        );
+        let rate = Arc::new(api::rate::RateLimiter::new(
+            api_config.rate_limit_per_second,
+            api_config.rate_limit_burst,
+        ));
+        Ok(AppState {
+            store,
+            redis,
+            schema,
+            rate,
+            max_body_bytes: api_config.max_body_bytes,
+        })
     }
 }
 
 pub fn app(state: AppState) -> Router {
+    let body_limit = state.max_body_bytes;
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
+        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 

@@ -50,8 +50,12 @@ pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}://{}:***@{}", &url[..scheme], user, &url[at + 1..])
+            match userinfo.split_once(':') {
+                Some((user, _password)) => {
+                    format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
+                }
+                None => url.to_owned(),
+            }
         }
         _ => url.to_owned(),
     }
@@ -141,6 +145,25 @@ impl EventStore for Store {
     }
 }
 
+/// Runs the same sqlx read on whichever backend a [`Store`] is, on its read pool:
+/// `on_read!(store, |pool| sqlx::query_as("…").bind(x).fetch_all(pool).await)`.
+/// `$1` placeholders work on both backends.
+#[macro_export]
+macro_rules! on_read {
+    ($store:expr, |$pool:ident| $body:expr) => {{
+        match $store {
+            $crate::Store::Postgres(s) => {
+                let $pool = s.pool();
+                $body
+            }
+            $crate::Store::Sqlite(s) => {
+                let $pool = s.readers();
+                $body
+            }
+        }
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -150,5 +173,6 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(super::redact("sqlite://herald.db"), "sqlite://herald.db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

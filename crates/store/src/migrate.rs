@@ -7,17 +7,41 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 /// One migration file: its version, description and SQL.
 type Source = (i64, &'static str, &'static str);
 
-const POSTGRES: &[Source] = &[(
-    1,
-    "event store",
-    include_str!("../../../migrations/postgres/0001_event_store.sql"),
-)];
+const POSTGRES: &[Source] = &[
+    (
+        1,
+        "event store",
+        include_str!("../../../migrations/postgres/0001_event_store.sql"),
+    ),
+    (
+        2,
+        "tenants and keys",
+        include_str!("../../../migrations/postgres/0002_tenants_and_keys.sql"),
+    ),
+    (
+        3,
+        "templates and settings",
+        include_str!("../../../migrations/postgres/0003_templates_and_settings.sql"),
+    ),
+];
 
-const SQLITE: &[Source] = &[(
-    1,
-    "event store",
-    include_str!("../../../migrations/sqlite/0001_event_store.sql"),
-)];
+const SQLITE: &[Source] = &[
+    (
+        1,
+        "event store",
+        include_str!("../../../migrations/sqlite/0001_event_store.sql"),
+    ),
+    (
+        2,
+        "tenants and keys",
+        include_str!("../../../migrations/sqlite/0002_tenants_and_keys.sql"),
+    ),
+    (
+        3,
+        "templates and settings",
+        include_str!("../../../migrations/sqlite/0003_templates_and_settings.sql"),
+    ),
+];
 
 fn migrator(sources: &[Source]) -> Migrator {
     let migrations: Vec<Migration> = sources

@@ -1,5 +1,10 @@
 //! The `herald` binary, run as a user runs it: a real process, real sockets, real databases.
 #![allow(clippy::unwrap_used)]
 
+mod app;
+mod cli;
+mod graphql;
+mod limits;
+mod readme;
 mod serve;
 mod support;

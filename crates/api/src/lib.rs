@@ -1,0 +1,81 @@
+//! Herald's GraphQL API: the schema, its resolvers and its error codes. It knows nothing of the
+//! web framework: the transport (the `herald` crate) authenticates the caller and attaches it.
+//!
+//! - [`types`]: the GraphQL objects, inputs and enums.
+//! - [`templates`], [`sending`]: the resolvers, one root object per feature, merged below.
+//! - [`errors`]: how command errors become `extensions.code`.
+//! - [`rate`]: the per-key request rate limit.
+
+pub mod errors;
+pub mod rate;
+pub mod sending;
+pub mod templates;
+pub mod types;
+
+use async_graphql::{EmptySubscription, MergedObject, Schema};
+use commands::links::LinkSigner;
+use commands::send::SendLimits;
+use store::Store;
+
+pub use commands::keys::Caller;
+
+/// What every resolver can reach.
+pub struct ApiState {
+    pub store: Store,
+    pub links: LinkSigner,
+    pub send_limits: SendLimits,
+}
+
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(templates::TemplateQuery, sending::AccountQuery);
+
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(templates::TemplateMutation, sending::SendMutation);
+
+pub type HeraldSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// Query size limits, against deep or expensive queries.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    pub depth: usize,
+    pub complexity: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            depth: 12,
+            complexity: 500,
+        }
+    }
+}
+
+pub fn schema(state: ApiState, limits: QueryLimits) -> HeraldSchema {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .data(state)
+    .limit_depth(limits.depth)
+    .limit_complexity(limits.complexity)
+    .finish()
+}
+
+/// The schema in SDL, sorted, as checked in at `schema.graphql`.
+pub fn sdl() -> String {
+    let schema = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .finish();
+    let options = async_graphql::SDLExportOptions::new()
+        .sorted_fields()
+        .sorted_enum_items();
+    format!(
+        "# Herald's GraphQL schema. Generated from the code: `UPDATE_SCHEMA=1 cargo test -p api` rewrites it,\n\
+         # and the schema test fails when the two differ.\n\n{}",
+        schema.sdl_with_options(options)
+    )
+}

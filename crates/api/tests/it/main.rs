@@ -1,0 +1,4 @@
+//! The API crate's tests: the checked-in schema matches the code.
+#![allow(clippy::unwrap_used)]
+
+mod schema;

@@ -1,0 +1,50 @@
+//! Between the store's JSON rows and the domain's typed events: loading and folding a stream,
+//! and encoding events with their metadata for an append.
+
+use domain::{DomainEvent, EventMetadata};
+use store::{EventStore, NewEvent, RecordedEvent, Store};
+
+use crate::error::CommandError;
+
+/// Encodes a domain event for the store.
+pub fn encode<E: DomainEvent>(event: &E, metadata: &EventMetadata) -> NewEvent {
+    NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: event.event_type().to_owned(),
+        schema_version: E::SCHEMA_VERSION,
+        data: event.encode().to_string(),
+        metadata: serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_owned()),
+    }
+}
+
+/// Decodes a stored event. A row this build cannot read is a server fault, not the caller's.
+pub fn decode<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, CommandError> {
+    let data = recorded.data_json().map_err(CommandError::internal)?;
+    E::decode(&recorded.event_type, recorded.schema_version, &data).map_err(CommandError::internal)
+}
+
+/// The tenant recorded with an event.
+pub fn tenant_of(recorded: &RecordedEvent) -> Option<String> {
+    let metadata: serde_json::Value = serde_json::from_str(&recorded.metadata).ok()?;
+    metadata.get("tenant")?.as_str().map(str::to_owned)
+}
+
+/// Every event of a stream, decoded, and the stream's version (0 when it has no events).
+pub async fn load<E: DomainEvent>(
+    store: &Store,
+    stream_id: &str,
+) -> Result<(Vec<E>, u64), CommandError> {
+    let mut events = Vec::new();
+    let mut version = 0;
+    loop {
+        let page = store.read_stream(stream_id, version + 1, 1000).await?;
+        let done = page.len() < 1000;
+        for recorded in &page {
+            events.push(decode(recorded)?);
+            version = recorded.stream_position;
+        }
+        if done {
+            return Ok((events, version));
+        }
+    }
+}

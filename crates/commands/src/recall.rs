@@ -1,0 +1,151 @@
+//! Recall by message id: `RecallRequested` on each message; one not yet dispatched is recalled at
+//! once (`MessageRecalled`), a dispatched one is left to dispatch, which knows the supplier.
+
+use chrono::{DateTime, Utc};
+use domain::{
+    DeliveryStatus, EventMetadata, MessageCommand, MessageEvent, MessageId, MessageState, TenantId,
+};
+use store::{EventStore, ExpectedVersion, Store, StreamAppend};
+
+use crate::error::CommandError;
+use crate::events;
+
+/// Most messages one recall may name.
+pub const MAX_MESSAGES: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecallStatus {
+    /// Not yet dispatched, so cancelled here and now.
+    Recalled,
+    /// Already dispatched: dispatch recalls it through the supplier, or records why it cannot.
+    Requested,
+    /// A recall was asked for before; nothing new was appended.
+    AlreadyRequested,
+}
+
+impl RecallStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecallStatus::Recalled => "RECALLED",
+            RecallStatus::Requested => "REQUESTED",
+            RecallStatus::AlreadyRequested => "ALREADY_REQUESTED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecallOutcome {
+    pub message_id: MessageId,
+    pub status: RecallStatus,
+}
+
+/// Recalls every named message of `tenant`, all in one commit, or none: an unknown or foreign
+/// id, or one that can no longer be recalled, fails the whole request.
+pub async fn recall(
+    store: &Store,
+    tenant: &TenantId,
+    actor: &str,
+    message_ids: &[String],
+    request_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<RecallOutcome>, CommandError> {
+    if message_ids.is_empty() || message_ids.len() > MAX_MESSAGES {
+        return Err(CommandError::validation(
+            "MESSAGE_COUNT",
+            format!(
+                "a recall takes 1 to {MAX_MESSAGES} message ids, not {}",
+                message_ids.len()
+            ),
+        ));
+    }
+    let mut ids: Vec<MessageId> = Vec::with_capacity(message_ids.len());
+    for raw in message_ids {
+        let id: MessageId = raw.parse().map_err(|_| {
+            CommandError::validation("INVALID_MESSAGE_ID", format!("{raw:?} is not a message id"))
+                .with("messageId", raw.as_str())
+        })?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let mut tries = 0;
+    loop {
+        match try_recall(store, tenant, actor, &ids, request_id, now).await {
+            // Dispatch appended to one of the messages meanwhile: decide again on the new state.
+            Err(e) if e.reason == "CONCURRENT_CHANGE" && tries < 3 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn try_recall(
+    store: &Store,
+    tenant: &TenantId,
+    actor: &str,
+    ids: &[MessageId],
+    request_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<RecallOutcome>, CommandError> {
+    let mut metadata = EventMetadata::new(tenant.clone()).with_actor(actor);
+    if let Some(request_id) = request_id {
+        metadata = metadata.with_correlation_id(request_id);
+    }
+    let mut appends = Vec::new();
+    let mut outcomes = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (history, version) = events::load::<MessageEvent>(store, &id.stream_name()).await?;
+        let state = domain::message_state::fold(&history).map_err(CommandError::internal)?;
+        // Another tenant's message answers exactly like a missing one.
+        if state.accepted.as_ref().is_none_or(|a| a.tenant != *tenant) {
+            return Err(CommandError::not_found("message").with("messageId", id.to_string()));
+        }
+        let request = MessageCommand::RequestRecall {
+            actor: actor.to_owned(),
+            request_id: request_id.map(str::to_owned),
+            at: now,
+        };
+        let mut new_events = domain::message_decide::decide(&state, request)
+            .map_err(|e| CommandError::from(e).with("messageId", id.to_string()))?;
+        if new_events.is_empty() {
+            outcomes.push(RecallOutcome {
+                message_id: *id,
+                status: RecallStatus::AlreadyRequested,
+            });
+            continue;
+        }
+        let mut next: MessageState = state.clone();
+        for event in &new_events {
+            next = domain::message_state::apply(next, event).map_err(CommandError::internal)?;
+        }
+        let pending = matches!(
+            next.status,
+            Some(DeliveryStatus::Accepted | DeliveryStatus::Deferred)
+        );
+        let status = if pending {
+            let confirm = MessageCommand::ConfirmRecall {
+                via_supplier: false,
+                at: now,
+            };
+            new_events.extend(domain::message_decide::decide(&next, confirm)?);
+            RecallStatus::Recalled
+        } else {
+            RecallStatus::Requested
+        };
+        appends.push(StreamAppend {
+            stream_id: id.stream_name(),
+            expected: ExpectedVersion::Exact(version),
+            events: new_events
+                .iter()
+                .map(|e| events::encode(e, &metadata))
+                .collect(),
+        });
+        outcomes.push(RecallOutcome {
+            message_id: *id,
+            status,
+        });
+    }
+    if !appends.is_empty() {
+        store.append(&appends).await?;
+    }
+    Ok(outcomes)
+}

@@ -1,0 +1,266 @@
+//! The send chain of design section 4: validate → load the approved template → render → track
+//! links → validate receivers → append one `MessageAccepted` per receiver and the request's
+//! `SendAccepted`, all in one commit. A request id makes the whole request idempotent.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use domain::{
+    EventMetadata, MessageCommand, MessageId, MessageState, Receiver, RequestId, SendAccepted,
+    SendEvent, SentMessage, TemplateId, TenantId, send_stream_name,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use store::{EventStore, ExpectedVersion, Store, StoreError, StreamAppend};
+
+use crate::error::{Code, CommandError};
+use crate::events;
+use crate::links::LinkSigner;
+
+/// How much one request may ask for.
+#[derive(Debug, Clone)]
+pub struct SendLimits {
+    pub max_receivers_per_item: usize,
+    pub max_items: usize,
+    /// The furthest ahead `sendAt` may be.
+    pub max_schedule_days: i64,
+}
+
+impl Default for SendLimits {
+    fn default() -> Self {
+        SendLimits {
+            max_receivers_per_item: 100,
+            max_items: 100,
+            max_schedule_days: 366,
+        }
+    }
+}
+
+/// Receivers that share one set of variables.
+#[derive(Debug, Clone, Serialize)]
+pub struct SendItem {
+    pub receivers: Vec<String>,
+    pub variables: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SendRequest {
+    pub template_id: TemplateId,
+    /// Makes the request idempotent. Without one, Herald makes a fresh id and the request is not
+    /// deduplicated: deriving one from the content would silently drop a second, intended send.
+    #[serde(skip)]
+    pub request_id: Option<String>,
+    pub items: Vec<SendItem>,
+    pub send_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendOutcome {
+    pub request_id: RequestId,
+    pub messages: Vec<SentMessage>,
+    /// The request id was seen before: these are the first request's messages, nothing new was sent.
+    pub replayed: bool,
+}
+
+/// Everything the chain needs besides the request.
+pub struct SendContext<'a> {
+    pub store: &'a Store,
+    pub links: &'a LinkSigner,
+    pub limits: &'a SendLimits,
+}
+
+pub async fn send(
+    cx: &SendContext<'_>,
+    tenant: &TenantId,
+    actor: &str,
+    request: SendRequest,
+    now: DateTime<Utc>,
+) -> Result<SendOutcome, CommandError> {
+    let request_id = match &request.request_id {
+        Some(id) => RequestId::parse(id).map_err(|e| {
+            CommandError::validation("INVALID_REQUEST_ID", e.to_string())
+                .with("requestId", id.as_str())
+        })?,
+        None => {
+            RequestId::parse(&uuid::Uuid::now_v7().to_string()).map_err(CommandError::internal)?
+        }
+    };
+    check_sizes(cx.limits, &request, now)?;
+    let fingerprint = fingerprint(&request);
+    let send_stream = send_stream_name(tenant, &request_id);
+    if let Some(outcome) = replay(cx.store, &send_stream, &fingerprint).await? {
+        return Ok(outcome);
+    }
+
+    let (template, _) = crate::templates::load(cx.store, tenant, request.template_id).await?;
+    let version = template.sendable()?;
+    let info = template
+        .info
+        .as_ref()
+        .ok_or_else(|| CommandError::internal("a sendable template has info"))?;
+    let metadata = EventMetadata::new(tenant.clone())
+        .with_correlation_id(request_id.as_str())
+        .with_actor(actor);
+
+    let mut appends = Vec::new();
+    let mut sent = Vec::new();
+    for (item_index, item) in request.items.iter().enumerate() {
+        let rendered = version.content.render(&item.variables).map_err(|e| {
+            CommandError::validation(e.code(), e.to_string()).with("item", item_index)
+        })?;
+        rendered
+            .validate()
+            .map_err(|e| CommandError::from(e).with("item", item_index))?;
+        for (receiver_index, raw) in item.receivers.iter().enumerate() {
+            let receiver = Receiver::parse(info.receiver_id_type, raw).map_err(|e| {
+                CommandError::validation(e.code(), format!("receiver {raw:?}: {e}"))
+                    .with("item", item_index)
+                    .with("receiverIndex", receiver_index)
+                    .with("receiver", raw.as_str())
+            })?;
+            let message_id = MessageId::generate();
+            let (content, tracked_links) = cx.links.track(message_id, &rendered);
+            let accept = MessageCommand::AcceptMessage {
+                message_id,
+                tenant: tenant.clone(),
+                request_id: request_id.clone(),
+                template_id: request.template_id,
+                template_version: version.version,
+                channel: info.channel,
+                msg_type: info.msg_type,
+                shield_type: version.shield_type,
+                receiver: receiver.clone(),
+                content,
+                tracked_links,
+                send_at: request.send_at,
+                at: now,
+            };
+            let accepted = domain::message_decide::decide(&MessageState::default(), accept)?;
+            appends.push(StreamAppend {
+                stream_id: message_id.stream_name(),
+                expected: ExpectedVersion::NoStream,
+                events: accepted
+                    .iter()
+                    .map(|e| events::encode(e, &metadata))
+                    .collect(),
+            });
+            sent.push(SentMessage {
+                message_id,
+                receiver,
+            });
+        }
+    }
+    let accepted = SendEvent::SendAccepted(SendAccepted {
+        request_id: request_id.clone(),
+        template_id: request.template_id,
+        template_version: version.version,
+        fingerprint: fingerprint.clone(),
+        messages: sent.clone(),
+        send_at: request.send_at,
+        at: now,
+    });
+    appends.push(StreamAppend {
+        stream_id: send_stream.clone(),
+        expected: ExpectedVersion::NoStream,
+        events: vec![events::encode(&accepted, &metadata)],
+    });
+
+    match cx.store.append(&appends).await {
+        Ok(_) => Ok(SendOutcome {
+            request_id,
+            messages: sent,
+            replayed: false,
+        }),
+        // Another call with the same request id won the race: answer what it answered.
+        Err(StoreError::WrongExpectedVersion { stream_id, .. }) if stream_id == send_stream => {
+            replay(cx.store, &send_stream, &fingerprint)
+                .await?
+                .ok_or_else(|| {
+                    CommandError::internal("a send stream that exists could not be read")
+                })
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn check_sizes(
+    limits: &SendLimits,
+    request: &SendRequest,
+    now: DateTime<Utc>,
+) -> Result<(), CommandError> {
+    if request.items.is_empty() || request.items.len() > limits.max_items {
+        return Err(CommandError::validation(
+            "ITEM_COUNT",
+            format!(
+                "a request takes 1 to {} items, not {}",
+                limits.max_items,
+                request.items.len()
+            ),
+        ));
+    }
+    for (index, item) in request.items.iter().enumerate() {
+        let n = item.receivers.len();
+        if n == 0 || n > limits.max_receivers_per_item {
+            return Err(CommandError::validation(
+                "RECEIVER_COUNT",
+                format!(
+                    "an item takes 1 to {} receivers, not {n}",
+                    limits.max_receivers_per_item
+                ),
+            )
+            .with("item", index));
+        }
+    }
+    if request
+        .send_at
+        .is_some_and(|at| at > now + Duration::days(limits.max_schedule_days))
+    {
+        return Err(CommandError::validation(
+            "SEND_AT_TOO_FAR",
+            format!(
+                "sendAt may be at most {} days ahead",
+                limits.max_schedule_days
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A digest of everything that decides what a request sends.
+fn fingerprint(request: &SendRequest) -> String {
+    let canonical = serde_json::to_vec(request).unwrap_or_default();
+    Sha256::digest(&canonical)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The first answer to this request id, if it was seen before.
+async fn replay(
+    store: &Store,
+    send_stream: &str,
+    fingerprint: &str,
+) -> Result<Option<SendOutcome>, CommandError> {
+    let Some(first) = store
+        .read_stream(send_stream, 1, 1)
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let SendEvent::SendAccepted(accepted) = events::decode::<SendEvent>(&first)?;
+    if accepted.fingerprint != fingerprint {
+        return Err(CommandError::new(
+            Code::Conflict,
+            "REQUEST_ID_REUSED",
+            "this request id was already used for a different request",
+        )
+        .with("requestId", accepted.request_id.as_str()));
+    }
+    Ok(Some(SendOutcome {
+        request_id: accepted.request_id,
+        messages: accepted.messages,
+        replayed: true,
+    }))
+}

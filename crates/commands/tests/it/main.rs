@@ -1,0 +1,7 @@
+//! The command side's integration tests, each run on both backends. Postgres tests need a
+//! reachable server (`HERALD_TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and fail loudly without one.
+#![allow(clippy::unwrap_used)]
+
+mod keys;
+mod support;

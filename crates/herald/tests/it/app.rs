@@ -1,0 +1,167 @@
+//! An in-process Herald on a free port with a store of its own, driven over real HTTP, plus
+//! tenants and keys made the way `herald apikey create` makes them.
+
+use std::net::SocketAddr;
+
+use commands::keys::{self, Scopes};
+use domain::TenantId;
+use herald::config::Config;
+use herald::server::{self, AppState};
+use store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::support;
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub store: Store,
+    shutdown: CancellationToken,
+    cleanup: Option<String>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestApp {
+    pub async fn finish(mut self) {
+        self.shutdown.cancel();
+        if let Some(url) = self.cleanup.take() {
+            if let Store::Postgres(s) = &self.store {
+                s.pool().close().await;
+            }
+            support::drop_database(&url).await;
+        }
+    }
+
+    /// A tenant with a key holding `scopes`; returns the key.
+    pub async fn key(&self, tenant: &str, scopes: &str) -> String {
+        let tenant = TenantId::parse(tenant).unwrap();
+        if !keys::tenant_exists(&self.store, &tenant).await.unwrap() {
+            keys::create_tenant(&self.store, &tenant).await.unwrap();
+        }
+        let scopes = Scopes::parse(scopes).unwrap();
+        keys::create_api_key(&self.store, &tenant, &scopes, "test")
+            .await
+            .unwrap()
+            .key
+    }
+
+    pub async fn gql(
+        &self,
+        key: Option<&str>,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        Client {
+            address: self.address,
+        }
+        .gql(key, query, variables)
+        .await
+    }
+
+    pub async fn post(&self, key: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+        Client {
+            address: self.address,
+        }
+        .post(key, body)
+        .await
+    }
+}
+
+/// Speaks HTTP to a running Herald.
+#[derive(Clone, Copy)]
+pub struct Client {
+    pub address: SocketAddr,
+}
+
+impl Client {
+    /// POSTs a GraphQL request; returns the HTTP status and the JSON answer.
+    pub async fn gql(
+        &self,
+        key: Option<&str>,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let body = serde_json::json!({ "query": query, "variables": variables }).to_string();
+        self.post(key, &body).await
+    }
+
+    pub async fn post(&self, key: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+        let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+        let request = format!(
+            "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.address,
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(self.address).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let response = String::from_utf8_lossy(&response);
+        let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+pub async fn spawn(backend: &str, tune: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config::default();
+    let cleanup = match backend {
+        "postgres" => {
+            let url = support::postgres_database().await;
+            config.database.url = url.clone();
+            Some(url)
+        }
+        _ => {
+            config.database.url = format!("sqlite://{}/herald.db", support::empty_dir().display());
+            None
+        }
+    };
+    tune(&mut config);
+    let state = AppState::connect(&config).await.unwrap();
+    let store = state.store.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(server::run(listener, state, shutdown.clone()));
+    TestApp {
+        address,
+        store,
+        shutdown,
+        cleanup,
+    }
+}
+
+/// Runs an API test against both backends.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let app = crate::app::spawn("postgres", |_| {}).await;
+                    super::$name(&app).await;
+                    app.finish().await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let app = crate::app::spawn("sqlite", |_| {}).await;
+                    super::$name(&app).await;
+                    app.finish().await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use both_backends;
