@@ -40,10 +40,13 @@ pub struct BatchSendInput {
     pub send_at: Option<DateTime<Utc>>,
 }
 
+/// What to recall: messages by id, every message of a send request, or both.
 #[derive(InputObject)]
 pub struct RecallInput {
-    /// 1 to 100 message ids of the caller's tenant.
+    /// Up to 100 message ids of the caller's tenant.
+    #[graphql(default)]
     pub message_ids: Vec<ID>,
+    /// The request id of an earlier `send` or `batchSend`: recalls every message it made.
     pub request_id: Option<String>,
 }
 

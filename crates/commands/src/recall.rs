@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use domain::{
-    DeliveryStatus, EventMetadata, MessageCommand, MessageEvent, MessageId, MessageState, TenantId,
+    DeliveryStatus, EventMetadata, MessageCommand, MessageEvent, MessageId, MessageState,
+    RequestId, SendEvent, TenantId, send_stream_name,
 };
 use store::{EventStore, ExpectedVersion, Store, StreamAppend};
 
@@ -39,8 +40,9 @@ pub struct RecallOutcome {
     pub status: RecallStatus,
 }
 
-/// Recalls every named message of `tenant`, all in one commit, or none: an unknown or foreign
-/// id, or one that can no longer be recalled, fails the whole request.
+/// Recalls the named messages of `tenant` and, with a `request_id`, every message that send
+/// request made; all in one commit, or none: an unknown or foreign id, or a message that can no
+/// longer be recalled, fails the whole recall.
 pub async fn recall(
     store: &Store,
     tenant: &TenantId,
@@ -68,6 +70,13 @@ pub async fn recall(
             ids.push(id);
         }
     }
+    if let Some(raw) = request_id {
+        for id in messages_of_request(store, tenant, raw).await? {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
     let mut tries = 0;
     loop {
         match try_recall(store, tenant, actor, &ids, request_id, now).await {
@@ -76,6 +85,28 @@ pub async fn recall(
             other => return other,
         }
     }
+}
+
+/// The messages a send request made; `NOT_FOUND` for a request this tenant never sent.
+async fn messages_of_request(
+    store: &Store,
+    tenant: &TenantId,
+    raw: &str,
+) -> Result<Vec<MessageId>, CommandError> {
+    let request = RequestId::parse(raw).map_err(|e| {
+        CommandError::validation("INVALID_REQUEST_ID", e.to_string()).with("requestId", raw)
+    })?;
+    // The stream name carries the tenant, so another tenant's request is simply not there.
+    let stream = send_stream_name(tenant, &request);
+    let Some(first) = store.read_stream(&stream, 1, 1).await?.into_iter().next() else {
+        return Err(CommandError::not_found("send request").with("requestId", raw));
+    };
+    let SendEvent::SendAccepted(accepted) = events::decode::<SendEvent>(&first)?;
+    Ok(accepted
+        .messages
+        .into_iter()
+        .map(|m| m.message_id)
+        .collect())
 }
 
 async fn try_recall(

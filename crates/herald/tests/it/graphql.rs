@@ -13,6 +13,7 @@ both_backends!(
     tenants_never_see_each_other,
     recall_cancels_what_has_not_gone_out,
     batch_send_renders_each_item_with_its_own_variables,
+    an_edited_template_keeps_sending_its_approved_version_until_the_new_one_is_approved,
 );
 
 const CREATE: &str = "mutation($input: CreateTemplateInput!) { createTemplate(input: $input) { id latestVersion approvedVersion versions { status } } }";
@@ -478,4 +479,56 @@ async fn batch_send_renders_each_item_with_its_own_variables(app: &TestApp) {
         .data_json()
         .unwrap();
     assert_eq!(data["content"]["subject"], "Hello Bo");
+}
+
+async fn an_edited_template_keeps_sending_its_approved_version_until_the_new_one_is_approved(
+    app: &TestApp,
+) {
+    let keys = keys(app, "acme").await;
+    let id = template(app, &keys, "SMS", sms(), true).await;
+    let update = "mutation($id: ID!) { updateTemplate(input: { id: $id, content: { kind: \"TEXT\", body: \"New code ${code}\" } }) { latestVersion approvedVersion versions { version status } } }";
+    let updated = ok_answer(
+        app.gql(Some(&keys.author), update, json!({ "id": id }))
+            .await,
+    );
+    assert_eq!(updated["updateTemplate"]["latestVersion"], 2);
+    assert_eq!(updated["updateTemplate"]["approvedVersion"], 1);
+    assert_eq!(updated["updateTemplate"]["versions"][1]["status"], "DRAFT");
+
+    let send_one = |request: &str| json!({ "input": { "templateId": id, "requestId": request, "receivers": ["13800138000"], "variables": { "code": "9" } } });
+    let first = |answer: &Value| {
+        format!(
+            "message-{}",
+            answer["send"]["messages"][0]["id"].as_str().unwrap()
+        )
+    };
+    let before = ok_answer(app.gql(Some(&keys.sender), SEND, send_one("v1")).await);
+    let data = app.store.read_stream(&first(&before), 1, 1).await.unwrap()[0]
+        .data_json()
+        .unwrap();
+    assert_eq!(
+        data["template_version"], 1,
+        "the approved version sends while v2 is a draft"
+    );
+    assert!(
+        data["content"]["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("Your code is 9")
+    );
+
+    ok_answer(
+        app.gql(Some(&keys.author), SUBMIT, json!({ "id": id }))
+            .await,
+    );
+    ok_answer(
+        app.gql(Some(&keys.reviewer), APPROVE, json!({ "id": id, "v": 2 }))
+            .await,
+    );
+    let after = ok_answer(app.gql(Some(&keys.sender), SEND, send_one("v2")).await);
+    let data = app.store.read_stream(&first(&after), 1, 1).await.unwrap()[0]
+        .data_json()
+        .unwrap();
+    assert_eq!(data["template_version"], 2);
+    assert_eq!(data["content"]["body"], "New code 9");
 }
