@@ -1,0 +1,133 @@
+//! `Cache`: Redis when a URL is configured, the in-process cache otherwise, behind the one
+//! trait, so dispatch is written once for both.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+use crate::memory::MemoryCache;
+use crate::policy_cache::PolicyCache;
+use crate::redis_cache::RedisCache;
+use crate::types::{BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, TokenOutcome};
+
+#[derive(Debug, Clone)]
+pub enum Cache {
+    Redis(RedisCache),
+    Memory(MemoryCache),
+}
+
+impl Cache {
+    /// Connects to Redis at `url` with keys under `prefix`; without a URL (`None` or empty),
+    /// keeps everything in this process, which suits a single process only (the prefix is
+    /// then unused: nothing is shared).
+    pub async fn from_url(url: Option<&str>, prefix: &str) -> Result<Self> {
+        match url.map(str::trim) {
+            None | Some("") => Ok(Cache::Memory(MemoryCache::new())),
+            Some(url) => Ok(Cache::Redis(RedisCache::connect(url, prefix).await?)),
+        }
+    }
+
+    /// Which implementation this is, for readiness reports: `redis` or `in-process`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cache::Redis(_) => "redis",
+            Cache::Memory(_) => "in-process",
+        }
+    }
+}
+
+/// Hides the password of a URL (`redis://user:***@host`), so it can be printed.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _password)) => {
+                    format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
+                }
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Forwards a call to whichever implementation this is.
+macro_rules! both {
+    ($self:ident, $c:ident => $call:expr) => {
+        match $self {
+            Cache::Redis($c) => $call,
+            Cache::Memory($c) => $call,
+        }
+    };
+}
+
+impl PolicyCache for Cache {
+    async fn dedup(&self, key: &str, window: Duration, now: DateTime<Utc>) -> Result<DedupOutcome> {
+        both!(self, c => c.dedup(key, window, now).await)
+    }
+
+    async fn release_dedup(&self, key: &str) -> Result<()> {
+        both!(self, c => c.release_dedup(key).await)
+    }
+
+    async fn frequency(
+        &self,
+        key: &str,
+        limit: u32,
+        period_end_ms: i64,
+        now: DateTime<Utc>,
+    ) -> Result<FrequencyOutcome> {
+        both!(self, c => c.frequency(key, limit, period_end_ms, now).await)
+    }
+
+    async fn take_token(
+        &self,
+        bucket: &str,
+        rate_per_sec: f64,
+        burst: u32,
+        now: DateTime<Utc>,
+    ) -> Result<TokenOutcome> {
+        both!(self, c => c.take_token(bucket, rate_per_sec, burst, now).await)
+    }
+
+    async fn pause(&self, account: &str, until_ms: i64, now: DateTime<Utc>) -> Result<()> {
+        both!(self, c => c.pause(account, until_ms, now).await)
+    }
+
+    async fn paused_until(&self, account: &str, now: DateTime<Utc>) -> Result<Option<i64>> {
+        both!(self, c => c.paused_until(account, now).await)
+    }
+
+    async fn record_result(
+        &self,
+        account: &str,
+        success: bool,
+        now: DateTime<Utc>,
+        policy: BreakerPolicy,
+    ) -> Result<BreakerState> {
+        both!(self, c => c.record_result(account, success, now, policy).await)
+    }
+
+    async fn breaker_state(&self, account: &str, now: DateTime<Utc>) -> Result<BreakerState> {
+        both!(self, c => c.breaker_state(account, now).await)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        both!(self, c => c.ping().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_the_password() {
+        assert_eq!(
+            super::redact("redis://u:secret@h:6379/0"),
+            "redis://u:***@h:6379/0"
+        );
+        assert_eq!(super::redact("redis://:secret@h"), "redis://:***@h");
+        assert_eq!(super::redact("redis://h:6379"), "redis://h:6379");
+    }
+}

@@ -1,0 +1,106 @@
+//! The one trait both implementations keep, checked by one contract suite
+//! (`tests/it/contract.rs`) run against each.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+use crate::types::{BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, TokenOutcome};
+
+/// Shared, atomic state for dispatch policies. Every decision is made in one step on the
+/// server (or under one lock), so any number of workers in any number of processes agree.
+///
+/// Instants are epoch milliseconds, except `now`, which callers pass so that the cache never
+/// reads a clock: a test moves time by passing a later `now`. Expiry (Redis `PEXPIRE`, or the
+/// in-process sweep) only frees memory; every decision compares stored instants with `now`.
+///
+/// Methods return `impl Future + Send` rather than being `async fn`, so generic callers can
+/// spawn the futures on a multi-threaded runtime.
+pub trait PolicyCache: Clone + Send + Sync + 'static {
+    /// Marks `key` for `window` unless it is already marked: the first caller within a window
+    /// gets [`DedupOutcome::First`], later ones [`DedupOutcome::Duplicate`] with the instant
+    /// of the first. A duplicate does not extend the window.
+    fn dedup(
+        &self,
+        key: &str,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<DedupOutcome>> + Send;
+
+    /// Forgets a dedup mark, so a message that failed for good does not block the business
+    /// from sending it again. Forgetting an unknown key is not an error.
+    fn release_dedup(&self, key: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Counts one use of `key` if fewer than `limit` were counted in the current period. An
+    /// exceeded call counts nothing. The counter starts on the first use after the previous
+    /// period ended and lasts until `period_end_ms` (the caller computes it, for instance the
+    /// end of the receiver's day in the tenant's zone), which must be after `now`.
+    fn frequency(
+        &self,
+        key: &str,
+        limit: u32,
+        period_end_ms: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<FrequencyOutcome>> + Send;
+
+    /// Takes one token from a bucket that holds at most `burst` tokens and gains
+    /// `rate_per_sec` each second, starting full. Without a token the answer says how long
+    /// until one is there; nothing is reserved.
+    fn take_token(
+        &self,
+        bucket: &str,
+        rate_per_sec: f64,
+        burst: u32,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<TokenOutcome>> + Send;
+
+    /// Pauses an account until `until_ms`, for every worker. A pause never shortens one
+    /// already in force, a pause that has already ended does nothing, and none lasts more
+    /// than ten years (`until_ms` often comes from a supplier's `Retry-After`).
+    fn pause(
+        &self,
+        account: &str,
+        until_ms: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// When the account's pause ends, or `None` if it is not paused at `now`.
+    fn paused_until(
+        &self,
+        account: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<i64>>> + Send;
+
+    /// Records the result of one call to an account, and returns the breaker's state after it.
+    ///
+    /// Closed: when at least `min_calls` calls in the rolling window failed in at least
+    /// `failure_ratio` of cases, the breaker opens for `open_ms`. Open: results of calls made
+    /// before it opened are ignored. Half-open (or open past its end): a success closes it
+    /// with a fresh window, a failure opens it again.
+    fn record_result(
+        &self,
+        account: &str,
+        success: bool,
+        now: DateTime<Utc>,
+        policy: BreakerPolicy,
+    ) -> impl Future<Output = Result<BreakerState>> + Send;
+
+    /// Asks whether a call may go to the account now. Ask right before each call.
+    ///
+    /// [`Closed`](BreakerState::Closed): go ahead. [`Open`](BreakerState::Open): not before
+    /// `until_ms`. [`HalfOpen`](BreakerState::HalfOpen): go ahead as a probe, and report the
+    /// result with [`record_result`](Self::record_result). Once the open period is over,
+    /// each half-open answer hands out one of the policy's `half_open_probes` slots; while
+    /// they are all out, callers see `Open` until the probes report or, if none does within
+    /// `open_ms` (a worker died mid-call), a new round of probes starts.
+    fn breaker_state(
+        &self,
+        account: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<BreakerState>> + Send;
+
+    /// Checks that the cache answers, for readiness.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+}

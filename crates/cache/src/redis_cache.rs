@@ -1,0 +1,275 @@
+//! Production: each decision is one Lua script (`src/lua/`), run atomically by Redis in one
+//! round trip. Scripts go by hash (EVALSHA) and are loaded again whenever Redis forgot them.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::any::redact;
+use crate::error::{CacheError, Result};
+use crate::policy_cache::PolicyCache;
+use crate::types::{
+    self, BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, MAX_MS, TokenOutcome,
+};
+
+/// The cache shared by every process that connects to one Redis with one prefix.
+/// Clones share one multiplexed connection, which reconnects by itself.
+#[derive(Clone)]
+pub struct RedisCache {
+    conn: ConnectionManager,
+    /// Put before every key, with a `:` after it, so tenants, deployments and tests sharing
+    /// a server never see each other's keys.
+    prefix: Arc<str>,
+    /// The server, for messages; never the password.
+    server: Arc<str>,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("server", &self.server)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// Each script's source, and its SHA-1, computed once.
+struct Scripts {
+    dedup: Script,
+    frequency: Script,
+    take_token: Script,
+    pause: Script,
+    record_result: Script,
+    breaker_state: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    dedup: Script::new(include_str!("lua/dedup.lua")),
+    frequency: Script::new(include_str!("lua/frequency.lua")),
+    take_token: Script::new(include_str!("lua/take_token.lua")),
+    pause: Script::new(include_str!("lua/pause.lua")),
+    record_result: Script::new(include_str!("lua/record_result.lua")),
+    breaker_state: Script::new(include_str!("lua/breaker_state.lua")),
+});
+
+/// Dispatch must not hang on a stalled Redis: a call fails after this and may be retried.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Reconnection attempts per failure, half a second apart (plus jitter), so an outage
+/// surfaces as errors within about two seconds instead of stalling every caller. The
+/// library's defaults back off for minutes.
+const CONNECT_RETRIES: usize = 2;
+const MAX_RETRY_DELAY_MS: u64 = 500;
+
+impl RedisCache {
+    /// Connects to `url` (`redis://`, `redis+unix://`), keeping every key under `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        let shown = redact(url);
+        let client = redis::Client::open(url).map_err(|e| CacheError::InvalidUrl {
+            url: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        let server = client.get_connection_info().addr.to_string();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_number_of_retries(CONNECT_RETRIES)
+            .set_max_delay(MAX_RETRY_DELAY_MS);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|source| CacheError::Connect { url: shown, source })?;
+        tracing::debug!(%server, prefix, "connected to the Redis policy cache");
+        Ok(RedisCache {
+            conn,
+            prefix: Arc::from(prefix),
+            server: Arc::from(server),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, kind: &str, key: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("{kind}:{key}")
+        } else {
+            format!("{}:{kind}:{key}", self.prefix)
+        }
+    }
+}
+
+fn breaker(reply: (i64, i64)) -> Result<BreakerState> {
+    match reply {
+        (0, _) => Ok(BreakerState::Closed),
+        (1, until_ms) => Ok(BreakerState::Open { until_ms }),
+        (2, _) => Ok(BreakerState::HalfOpen),
+        (code, _) => Err(CacheError::Corrupt(format!("breaker state {code}"))),
+    }
+}
+
+fn count(n: i64) -> Result<u32> {
+    u32::try_from(n).map_err(|_| CacheError::Corrupt(format!("frequency count {n}")))
+}
+
+impl PolicyCache for RedisCache {
+    async fn dedup(&self, key: &str, window: Duration, now: DateTime<Utc>) -> Result<DedupOutcome> {
+        let window = types::window_ms(window)?;
+        let now = now.timestamp_millis();
+        let (first, seen): (i64, i64) = SCRIPTS
+            .dedup
+            .key(self.key("dedup", key))
+            .arg(now)
+            .arg(now + window)
+            .arg(window)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(if first == 1 {
+            DedupOutcome::First
+        } else {
+            DedupOutcome::Duplicate {
+                first_seen_ms: seen,
+            }
+        })
+    }
+
+    async fn release_dedup(&self, key: &str) -> Result<()> {
+        redis::cmd("DEL")
+            .arg(self.key("dedup", key))
+            .exec_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn frequency(
+        &self,
+        key: &str,
+        limit: u32,
+        period_end_ms: i64,
+        now: DateTime<Utc>,
+    ) -> Result<FrequencyOutcome> {
+        let now = now.timestamp_millis();
+        let ttl = types::period_ms(period_end_ms, now)?;
+        let (allowed, n): (i64, i64) = SCRIPTS
+            .frequency
+            .key(self.key("frequency", key))
+            .arg(now)
+            .arg(limit)
+            .arg(period_end_ms)
+            .arg(ttl)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let count = count(n)?;
+        Ok(if allowed == 1 {
+            FrequencyOutcome::Allowed { count }
+        } else {
+            FrequencyOutcome::Exceeded { count }
+        })
+    }
+
+    async fn take_token(
+        &self,
+        bucket: &str,
+        rate_per_sec: f64,
+        burst: u32,
+        now: DateTime<Utc>,
+    ) -> Result<TokenOutcome> {
+        types::check_bucket(rate_per_sec, burst)?;
+        // Rust prints the shortest text that parses back to the same double, so Lua computes
+        // with exactly the rate the caller passed.
+        let (taken, wait): (i64, i64) = SCRIPTS
+            .take_token
+            .key(self.key("bucket", bucket))
+            .arg(now.timestamp_millis())
+            .arg(rate_per_sec.to_string())
+            .arg(burst)
+            .arg(MAX_MS)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(if taken == 1 {
+            TokenOutcome::Taken
+        } else {
+            TokenOutcome::Wait {
+                retry_after_ms: u64::try_from(wait).unwrap_or(0),
+            }
+        })
+    }
+
+    async fn pause(&self, account: &str, until_ms: i64, now: DateTime<Utc>) -> Result<()> {
+        let now = now.timestamp_millis();
+        if until_ms <= now {
+            return Ok(());
+        }
+        let until_ms = until_ms.min(now + MAX_MS);
+        let _until: i64 = SCRIPTS
+            .pause
+            .key(self.key("pause", account))
+            .arg(until_ms)
+            .arg(until_ms - now)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn paused_until(&self, account: &str, now: DateTime<Utc>) -> Result<Option<i64>> {
+        let stored: Option<String> = redis::cmd("GET")
+            .arg(self.key("pause", account))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let until: i64 = stored
+            .parse()
+            .map_err(|_| CacheError::Corrupt(format!("pause end {stored:?}")))?;
+        Ok((until > now.timestamp_millis()).then_some(until))
+    }
+
+    async fn record_result(
+        &self,
+        account: &str,
+        success: bool,
+        now: DateTime<Utc>,
+        policy: BreakerPolicy,
+    ) -> Result<BreakerState> {
+        let plan = policy.plan()?;
+        let now = now.timestamp_millis();
+        let reply: (i64, i64) = SCRIPTS
+            .record_result
+            .key(self.key("breaker", account))
+            .arg(now)
+            .arg(if success { 1 } else { 0 })
+            .arg(plan.bucket_ms)
+            .arg(plan.min_calls)
+            .arg(plan.failure_ratio.to_string())
+            .arg(now + plan.open_ms)
+            .arg(plan.probes)
+            .arg(plan.open_ms)
+            .arg(plan.keep_ms)
+            .arg(plan.open_ms + plan.keep_ms)
+            .arg(plan.span_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        breaker(reply)
+    }
+
+    async fn breaker_state(&self, account: &str, now: DateTime<Utc>) -> Result<BreakerState> {
+        let reply: (i64, i64) = SCRIPTS
+            .breaker_state
+            .key(self.key("breaker", account))
+            .arg(now.timestamp_millis())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        breaker(reply)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        redis::cmd("PING")
+            .exec_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,213 @@
+//! The circuit breaker's contract: it opens on the failure ratio over a rolling window, stays
+//! open for its time, lets a bounded number of probes through, then closes or opens again.
+
+use cache::{BreakerPolicy, BreakerState, Cache, PolicyCache};
+
+use crate::support::{at, both_caches, concurrently, ms};
+
+both_caches!(
+    a_new_breaker_is_closed,
+    the_breaker_opens_when_failures_reach_the_ratio,
+    calls_below_min_calls_or_outside_the_window_never_open_it,
+    an_open_breaker_stays_open_and_ignores_late_results,
+    half_open_lets_the_probes_through_and_a_success_closes_it,
+    a_failed_probe_opens_it_again,
+    a_result_after_the_open_period_decides_without_a_probe,
+    probes_that_never_report_are_replaced_after_a_round,
+    concurrent_callers_get_exactly_the_probes,
+    breakers_are_per_account,
+);
+
+/// Ten buckets of one second; open for 30 s; two probes.
+const POLICY: BreakerPolicy = BreakerPolicy {
+    window_ms: 10_000,
+    min_calls: 4,
+    failure_ratio: 0.5,
+    open_ms: 30_000,
+    half_open_probes: 2,
+};
+
+async fn record(cache: &Cache, account: &str, success: bool, t: i64) -> BreakerState {
+    cache
+        .record_result(account, success, at(t), POLICY)
+        .await
+        .unwrap()
+}
+
+async fn state(cache: &Cache, account: &str, t: i64) -> BreakerState {
+    cache.breaker_state(account, at(t)).await.unwrap()
+}
+
+/// Opens `account`'s breaker at `t` with four failures; it is open until `t + 30 s`.
+async fn trip(cache: &Cache, account: &str, t: i64) {
+    for _ in 0..3 {
+        assert_eq!(record(cache, account, false, t).await, BreakerState::Closed);
+    }
+    assert_eq!(
+        record(cache, account, false, t).await,
+        BreakerState::Open {
+            until_ms: ms(t + 30_000)
+        }
+    );
+}
+
+async fn a_new_breaker_is_closed(cache: Cache) {
+    assert_eq!(state(&cache, "acct", 0).await, BreakerState::Closed);
+    assert_eq!(record(&cache, "acct", true, 0).await, BreakerState::Closed);
+    assert_eq!(state(&cache, "acct", 0).await, BreakerState::Closed);
+}
+
+async fn the_breaker_opens_when_failures_reach_the_ratio(cache: Cache) {
+    for t in 0..3 {
+        assert_eq!(record(&cache, "acct", true, t).await, BreakerState::Closed);
+    }
+    for t in 3..5 {
+        assert_eq!(record(&cache, "acct", false, t).await, BreakerState::Closed);
+    }
+    // Two failures in five calls is below half.
+    assert_eq!(state(&cache, "acct", 5).await, BreakerState::Closed);
+    // Three in six is half: the breaker opens.
+    let open = BreakerState::Open {
+        until_ms: ms(6 + 30_000),
+    };
+    assert_eq!(record(&cache, "acct", false, 6).await, open);
+    assert_eq!(state(&cache, "acct", 7).await, open);
+}
+
+async fn calls_below_min_calls_or_outside_the_window_never_open_it(cache: Cache) {
+    // Three failures are fewer than the four calls needed.
+    for t in 0..3 {
+        assert_eq!(record(&cache, "acct", false, t).await, BreakerState::Closed);
+    }
+    // Ten seconds later they have left the window: one more failure is one call of one.
+    assert_eq!(
+        record(&cache, "acct", false, 10_000).await,
+        BreakerState::Closed
+    );
+    // Calls 9 s apart share the window: these four failures open it.
+    for t in [11_000, 12_000] {
+        assert_eq!(record(&cache, "acct", false, t).await, BreakerState::Closed);
+    }
+    assert!(matches!(
+        record(&cache, "acct", false, 19_999).await,
+        BreakerState::Open { .. }
+    ));
+}
+
+async fn an_open_breaker_stays_open_and_ignores_late_results(cache: Cache) {
+    trip(&cache, "acct", 0).await;
+    let open = BreakerState::Open {
+        until_ms: ms(30_000),
+    };
+    assert_eq!(state(&cache, "acct", 29_999).await, open);
+    // Calls made before it opened report now: they change nothing.
+    assert_eq!(record(&cache, "acct", true, 100).await, open);
+    assert_eq!(record(&cache, "acct", false, 29_999).await, open);
+    assert_eq!(state(&cache, "acct", 29_999).await, open);
+}
+
+async fn half_open_lets_the_probes_through_and_a_success_closes_it(cache: Cache) {
+    trip(&cache, "acct", 0).await;
+    assert_eq!(state(&cache, "acct", 30_000).await, BreakerState::HalfOpen);
+    assert_eq!(state(&cache, "acct", 30_001).await, BreakerState::HalfOpen);
+    // Both probes are out: others wait for them, at most one open period.
+    let waiting = BreakerState::Open {
+        until_ms: ms(60_000),
+    };
+    assert_eq!(state(&cache, "acct", 30_002).await, waiting);
+    assert_eq!(state(&cache, "acct", 30_003).await, waiting);
+
+    assert_eq!(
+        record(&cache, "acct", true, 30_500).await,
+        BreakerState::Closed
+    );
+    assert_eq!(state(&cache, "acct", 30_501).await, BreakerState::Closed);
+    // Closing starts a fresh window: the failures that opened it are forgotten.
+    for t in 30_502..30_505 {
+        assert_eq!(record(&cache, "acct", false, t).await, BreakerState::Closed);
+    }
+}
+
+async fn a_failed_probe_opens_it_again(cache: Cache) {
+    trip(&cache, "acct", 0).await;
+    assert_eq!(state(&cache, "acct", 30_000).await, BreakerState::HalfOpen);
+    let reopened = BreakerState::Open {
+        until_ms: ms(70_000),
+    };
+    assert_eq!(record(&cache, "acct", false, 40_000).await, reopened);
+    assert_eq!(state(&cache, "acct", 40_001).await, reopened);
+    // The other probe's success arrives late: the breaker is open again, so it is ignored.
+    assert_eq!(record(&cache, "acct", true, 40_002).await, reopened);
+    // The new open period ends with probes as before.
+    assert_eq!(state(&cache, "acct", 70_000).await, BreakerState::HalfOpen);
+    assert_eq!(
+        record(&cache, "acct", true, 70_001).await,
+        BreakerState::Closed
+    );
+}
+
+async fn a_result_after_the_open_period_decides_without_a_probe(cache: Cache) {
+    trip(&cache, "a", 0).await;
+    trip(&cache, "b", 0).await;
+    assert_eq!(
+        record(&cache, "a", false, 30_000).await,
+        BreakerState::Open {
+            until_ms: ms(60_000)
+        }
+    );
+    assert_eq!(
+        record(&cache, "b", true, 30_000).await,
+        BreakerState::Closed
+    );
+    assert_eq!(state(&cache, "b", 30_001).await, BreakerState::Closed);
+}
+
+async fn probes_that_never_report_are_replaced_after_a_round(cache: Cache) {
+    trip(&cache, "acct", 0).await;
+    assert_eq!(state(&cache, "acct", 30_000).await, BreakerState::HalfOpen);
+    assert_eq!(state(&cache, "acct", 31_000).await, BreakerState::HalfOpen);
+    assert_eq!(
+        state(&cache, "acct", 59_999).await,
+        BreakerState::Open {
+            until_ms: ms(60_000)
+        }
+    );
+    // Their workers died mid-call: a new round of probes starts.
+    assert_eq!(state(&cache, "acct", 60_000).await, BreakerState::HalfOpen);
+    assert_eq!(state(&cache, "acct", 60_001).await, BreakerState::HalfOpen);
+    assert_eq!(
+        state(&cache, "acct", 60_002).await,
+        BreakerState::Open {
+            until_ms: ms(90_000)
+        }
+    );
+}
+
+async fn concurrent_callers_get_exactly_the_probes(cache: Cache) {
+    trip(&cache, "acct", 0).await;
+    let answers = concurrently(40, |_| {
+        let cache = cache.clone();
+        async move { cache.breaker_state("acct", at(30_000)).await.unwrap() }
+    })
+    .await;
+    let probes = answers
+        .iter()
+        .filter(|s| **s == BreakerState::HalfOpen)
+        .count();
+    assert_eq!(probes, 2, "{answers:?}");
+    assert!(answers.iter().all(|s| *s == BreakerState::HalfOpen
+        || *s
+            == BreakerState::Open {
+                until_ms: ms(60_000)
+            }));
+}
+
+async fn breakers_are_per_account(cache: Cache) {
+    trip(&cache, "a", 0).await;
+    assert_eq!(state(&cache, "b", 1).await, BreakerState::Closed);
+    assert_eq!(record(&cache, "b", false, 1).await, BreakerState::Closed);
+    assert!(matches!(
+        state(&cache, "a", 1).await,
+        BreakerState::Open { .. }
+    ));
+}
