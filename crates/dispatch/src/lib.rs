@@ -1,1 +1,15 @@
-//! Dispatch: workers that react to accepted events and call the suppliers (issue 4).
+//! Dispatch: the workers that take accepted messages to suppliers, and the suppliers themselves.
+//!
+//! - [`supplier`]: the one trait every supplier implements, and how an answer is classified
+//!   (sent, retryable, final, throttled).
+//! - [`http`]: the shared HTTP client (rustls on ring) and its classification of HTTP answers.
+//! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
+//!
+//! Still to come (issue 4): the worker pipeline (shield, dedup, caps, rate limits, failover),
+//! the timers, and the SMS, email and inbox suppliers.
+
+pub mod http;
+pub mod supplier;
+pub mod webhook;
+
+pub use supplier::{Outbound, SendError, SendFuture, Sent, Supplier};

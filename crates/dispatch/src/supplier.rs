@@ -1,0 +1,71 @@
+//! The supplier trait. A supplier turns one message into one call to an outside service and says
+//! what happened in terms dispatch can act on: sent, worth retrying, final, or throttled.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use domain::{Channel, MessageId, MessageType, Receiver, TemplateContent, TenantId};
+
+/// One message on its way out.
+#[derive(Debug, Clone)]
+pub struct Outbound<'a> {
+    /// Sent to the supplier as its idempotency or out-id field where it has one, so a retry
+    /// after a lost answer does not deliver twice.
+    pub message_id: MessageId,
+    pub tenant: &'a TenantId,
+    pub channel: Channel,
+    pub msg_type: MessageType,
+    pub receiver: &'a Receiver,
+    pub content: &'a TemplateContent,
+    /// 1 for the first try.
+    pub attempt: u32,
+}
+
+/// The supplier took the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The supplier's own id, to match receipts and to recall.
+    pub supplier_message_id: Option<String>,
+}
+
+/// Why a send did not happen, classified for dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// A 5xx, a timeout, a broken connection: try again later, maybe through another account.
+    #[error("retryable {code}: {message}")]
+    Retryable { code: String, message: String },
+    /// The supplier refused the message itself (bad receiver, bad content): retrying cannot help.
+    #[error("final {code}: {message}")]
+    Final { code: String, message: String },
+    /// The account is over the supplier's rate: pause it for the time asked, without spending an attempt.
+    #[error("throttled {code}: {message}")]
+    Throttled {
+        code: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl SendError {
+    pub fn code(&self) -> &str {
+        match self {
+            SendError::Retryable { code, .. }
+            | SendError::Final { code, .. }
+            | SendError::Throttled { code, .. } => code,
+        }
+    }
+}
+
+/// The future a supplier returns; boxed, because suppliers are chosen at run time from accounts.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Send + 'a>>;
+
+pub trait Supplier: Send + Sync {
+    /// The supplier's stable name, as recorded in `MessageDispatched` and metric labels.
+    fn name(&self) -> &'static str;
+
+    /// Whether this supplier can deliver to `channel`.
+    fn supports(&self, channel: Channel) -> bool;
+
+    fn send<'a>(&'a self, message: &'a Outbound<'a>) -> SendFuture<'a>;
+}
