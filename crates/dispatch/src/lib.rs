@@ -3,12 +3,14 @@
 //! - [`supplier`]: the one trait every supplier implements, and how an answer is classified
 //!   (sent, retryable, final, throttled).
 //! - [`http`]: the shared HTTP client (rustls on ring) and its classification of HTTP answers.
+//! - [`queue`]: the dispatch queue, in lanes per channel and message type, with leased claims.
 //! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
 //!
-//! Still to come (issue 4): the worker pipeline (shield, dedup, caps, rate limits, failover),
-//! the timers, and the SMS, email and inbox suppliers.
+//! Still to come (issue 4): the worker pipeline (shield, dedup, caps, rate limits, failover)
+//! on top of the queue, and the SMS, email and inbox suppliers.
 
 pub mod http;
+pub mod queue;
 pub mod supplier;
 pub mod webhook;
 

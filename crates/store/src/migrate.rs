@@ -23,6 +23,11 @@ const POSTGRES: &[Source] = &[
         "templates and settings",
         include_str!("../../../migrations/postgres/0003_templates_and_settings.sql"),
     ),
+    (
+        4,
+        "dispatch queue",
+        include_str!("../../../migrations/postgres/0004_dispatch_queue.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[
@@ -40,6 +45,11 @@ const SQLITE: &[Source] = &[
         3,
         "templates and settings",
         include_str!("../../../migrations/sqlite/0003_templates_and_settings.sql"),
+    ),
+    (
+        4,
+        "dispatch queue",
+        include_str!("../../../migrations/sqlite/0004_dispatch_queue.sql"),
     ),
 ];
 
