@@ -129,6 +129,7 @@ pub async fn send(
                 channel: info.channel,
                 msg_type: info.msg_type,
                 shield_type: version.shield_type,
+                account: version.account.clone(),
                 receiver: receiver.clone(),
                 content,
                 tracked_links,

@@ -3,15 +3,21 @@
 //! - [`supplier`]: the one trait every supplier implements, and how an answer is classified
 //!   (sent, retryable, final, throttled).
 //! - [`http`]: the shared HTTP client (rustls on ring) and its classification of HTTP answers.
+//! - [`accounts`]: configured channel accounts and the choice of one per message.
+//! - [`inbox`]: the INBOX channel, delivered on send.
+//! - [`worker`]: lane workers that claim, send and record the outcome.
 //! - [`queue`]: the dispatch queue, in lanes per channel and message type, with leased claims.
 //! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
 //!
 //! Still to come (issue 4): the worker pipeline (shield, dedup, caps, rate limits, failover)
 //! on top of the queue, and the SMS, email and inbox suppliers.
 
+pub mod accounts;
 pub mod http;
+pub mod inbox;
 pub mod queue;
 pub mod supplier;
 pub mod webhook;
+pub mod worker;
 
 pub use supplier::{Outbound, SendError, SendFuture, Sent, Supplier};

@@ -68,4 +68,10 @@ pub trait Supplier: Send + Sync {
     fn supports(&self, channel: Channel) -> bool;
 
     fn send<'a>(&'a self, message: &'a Outbound<'a>) -> SendFuture<'a>;
+
+    /// Whether a successful send is already delivery (the in-app inbox), so dispatch records
+    /// the receipt at once.
+    fn delivers_on_send(&self) -> bool {
+        false
+    }
 }

@@ -76,6 +76,10 @@ pub struct MessageAccepted {
     pub channel: Channel,
     pub msg_type: MessageType,
     pub shield_type: ShieldType,
+    /// The channel account (or account group) the template names; dispatch sends through it.
+    /// Absent in events written before it was recorded: dispatch then picks by channel.
+    #[serde(default)]
+    pub account: String,
     pub receiver: Receiver,
     /// The rendered content, with tracked links already rewritten.
     pub content: TemplateContent,

@@ -27,6 +27,8 @@ pub enum MessageCommand {
         channel: Channel,
         msg_type: MessageType,
         shield_type: ShieldType,
+        /// The channel account the template names.
+        account: String,
         receiver: Receiver,
         /// Already rendered, with tracked links rewritten.
         content: TemplateContent,
@@ -136,6 +138,7 @@ fn event_for(state: &MessageState, command: MessageCommand) -> Result<MessageEve
             channel,
             msg_type,
             shield_type,
+            account,
             receiver,
             content,
             tracked_links,
@@ -162,6 +165,7 @@ fn event_for(state: &MessageState, command: MessageCommand) -> Result<MessageEve
                 channel,
                 msg_type,
                 shield_type,
+                account,
                 receiver,
                 content,
                 tracked_links,

@@ -109,7 +109,19 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
-            server::run(listener, state, shutdown).await
+            let mut dispatch = crate::roles::start_dispatch(&state.store, &config, &shutdown)?;
+            let served = server::run(listener, state, shutdown.clone()).await;
+            // The server stops on `shutdown`; so do the workers, once their messages in
+            // flight have their outcomes (their leases cover anything cut short).
+            shutdown.cancel();
+            let drained = async { while dispatch.join_next().await.is_some() {} };
+            if tokio::time::timeout(std::time::Duration::from_secs(30), drained)
+                .await
+                .is_err()
+            {
+                tracing::warn!("dispatch workers still busy after 30s; their leases will expire");
+            }
+            served
         }
         Command::Migrate => {
             let store = open_store(&config).await?;

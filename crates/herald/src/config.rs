@@ -17,6 +17,37 @@ pub struct Config {
     pub log: LogConfig,
     pub api: ApiConfig,
     pub security: SecurityConfig,
+    pub dispatch: DispatchConfig,
+    /// Supplier accounts, `[[accounts]]` in the file. A credential written `env:NAME` is read
+    /// from the environment variable NAME, so secrets stay out of the file.
+    pub accounts: Vec<dispatch::accounts::AccountConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Run the dispatch workers in this process.
+    pub enabled: bool,
+    /// Messages in flight at once per lane (channel and message type).
+    pub concurrency: usize,
+    pub retry_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_factor: u32,
+    /// How long a worker's claim on a message holds before another worker may take it.
+    pub lease_secs: u64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            enabled: true,
+            concurrency: 8,
+            retry_attempts: 3,
+            retry_base_ms: 60_000,
+            retry_factor: 2,
+            lease_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -93,6 +124,8 @@ impl Default for Config {
             log: LogConfig::default(),
             api: ApiConfig::default(),
             security: SecurityConfig::default(),
+            dispatch: DispatchConfig::default(),
+            accounts: Vec::new(),
         }
     }
 }

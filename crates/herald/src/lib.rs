@@ -5,10 +5,12 @@
 //! - [`server`]: application state, routes and the serve loop.
 //! - [`graphql`]: `/graphql`, with authentication, rate and size limits.
 //! - [`health`]: `/healthz` and `/readyz`.
+//! - [`roles`]: the dispatch role (queue feed and lane workers).
 //! - [`cli`]: the command-line interface that `main` runs.
 
 pub mod cli;
 pub mod config;
 pub mod graphql;
 pub mod health;
+pub mod roles;
 pub mod server;

@@ -43,6 +43,7 @@ async fn accept(
         channel: Channel::Sms,
         msg_type,
         shield_type: ShieldType::None,
+        account: "default".to_owned(),
         receiver: Receiver::parse(ReceiverIdType::Phone, "13800138000").unwrap(),
         content: TemplateContent::Text { body: "hi".into() },
         tracked_links: vec![],

@@ -47,6 +47,7 @@ pub fn accept_at(at: DateTime<Utc>) -> MessageCommand {
         channel: Channel::Sms,
         msg_type: MessageType::Notice,
         shield_type: ShieldType::None,
+        account: "default".to_owned(),
         receiver: phone(),
         content: sms_content(),
         tracked_links: vec![TrackedLink {
@@ -69,6 +70,7 @@ pub fn accepted() -> MessageEvent {
         channel: Channel::Sms,
         msg_type: MessageType::Notice,
         shield_type: ShieldType::None,
+        account: "default".to_owned(),
         receiver: phone(),
         content: sms_content(),
         tracked_links: vec![TrackedLink {

@@ -18,6 +18,8 @@ pub struct TestApp {
     pub store: Store,
     shutdown: CancellationToken,
     cleanup: Option<String>,
+    // Dropping the set aborts the dispatch role with the app.
+    _dispatch: tokio::task::JoinSet<()>,
 }
 
 impl Drop for TestApp {
@@ -130,12 +132,14 @@ pub async fn spawn(backend: &str, tune: impl FnOnce(&mut Config)) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
+    let dispatch = herald::roles::start_dispatch(&store, &config, &shutdown).unwrap();
     tokio::spawn(server::run(listener, state, shutdown.clone()));
     TestApp {
         address,
         store,
         shutdown,
         cleanup,
+        _dispatch: dispatch,
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod app;
 mod cli;
+mod dispatch;
 mod graphql;
 mod limits;
 mod readme;

@@ -1,0 +1,162 @@
+//! Channel accounts: the configured supplier accounts, and which one a message goes through.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::Channel;
+use serde::Deserialize;
+
+use crate::inbox::InboxSupplier;
+use crate::supplier::Supplier;
+use crate::webhook::WebhookSupplier;
+
+/// One `[[accounts]]` entry of the configuration.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub id: String,
+    pub channel: Channel,
+    /// `webhook` (more with each supplier).
+    pub supplier: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Supplier credentials by name, such as `secret` for `webhook`. Never logged.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, String>,
+    /// Seconds a supplier call may take.
+    #[serde(default = "ten")]
+    pub timeout_secs: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn ten() -> u64 {
+    10
+}
+
+impl std::fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Credentials are secrets: show their names only.
+        f.debug_struct("AccountConfig")
+            .field("id", &self.id)
+            .field("channel", &self.channel)
+            .field("supplier", &self.supplier)
+            .field("weight", &self.weight)
+            .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+pub struct Account {
+    pub id: String,
+    pub channel: Channel,
+    pub weight: u32,
+    pub supplier: Arc<dyn Supplier>,
+}
+
+/// Every account, and the built-in inbox.
+#[derive(Clone)]
+pub struct Accounts {
+    accounts: Arc<Vec<Account>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("account {id}: unknown supplier {supplier:?}")]
+    UnknownSupplier { id: String, supplier: String },
+    #[error("account {id}: supplier {supplier} cannot send on {channel}")]
+    WrongChannel {
+        id: String,
+        supplier: String,
+        channel: Channel,
+    },
+    #[error("account {id}: missing credential {name:?}")]
+    MissingCredential { id: String, name: &'static str },
+    #[error("account {0} is configured twice")]
+    Duplicate(String),
+    #[error("account {id}: {message}")]
+    Client { id: String, message: String },
+}
+
+impl Accounts {
+    /// Builds the suppliers. The in-app inbox needs no supplier account, so it is always there.
+    pub fn from_config(configs: &[AccountConfig]) -> Result<Accounts, AccountError> {
+        let mut accounts: Vec<Account> = Vec::with_capacity(configs.len() + 1);
+        for config in configs {
+            if accounts.iter().any(|a| a.id == config.id) {
+                return Err(AccountError::Duplicate(config.id.clone()));
+            }
+            let supplier: Arc<dyn Supplier> = match config.supplier.as_str() {
+                "webhook" => {
+                    let secret = config.credentials.get("secret").ok_or(
+                        AccountError::MissingCredential {
+                            id: config.id.clone(),
+                            name: "secret",
+                        },
+                    )?;
+                    let timeout = Duration::from_secs(config.timeout_secs.max(1));
+                    Arc::new(
+                        WebhookSupplier::new(secret.as_bytes().to_vec(), timeout).map_err(|e| {
+                            AccountError::Client {
+                                id: config.id.clone(),
+                                message: e.to_string(),
+                            }
+                        })?,
+                    )
+                }
+                "inbox" => Arc::new(InboxSupplier),
+                other => {
+                    return Err(AccountError::UnknownSupplier {
+                        id: config.id.clone(),
+                        supplier: other.to_owned(),
+                    });
+                }
+            };
+            if !supplier.supports(config.channel) {
+                return Err(AccountError::WrongChannel {
+                    id: config.id.clone(),
+                    supplier: config.supplier.clone(),
+                    channel: config.channel,
+                });
+            }
+            accounts.push(Account {
+                id: config.id.clone(),
+                channel: config.channel,
+                weight: config.weight,
+                supplier,
+            });
+        }
+        if !accounts.iter().any(|a| a.channel == Channel::Inbox) {
+            accounts.push(Account {
+                id: "inbox".to_owned(),
+                channel: Channel::Inbox,
+                weight: 1,
+                supplier: Arc::new(InboxSupplier),
+            });
+        }
+        Ok(Accounts {
+            accounts: Arc::new(accounts),
+        })
+    }
+
+    /// The channels some account can send on: only their lanes get workers, so messages for a
+    /// channel with no account wait in the queue until one is configured, rather than fail.
+    pub fn channels(&self) -> Vec<Channel> {
+        let mut channels: Vec<Channel> = self.accounts.iter().map(|a| a.channel).collect();
+        channels.sort_by_key(|c| c.as_str());
+        channels.dedup();
+        channels
+    }
+
+    /// The account a template names, when it serves the channel; otherwise the channel's
+    /// heaviest account. (Weighted splitting and failover come with the full pipeline.)
+    pub fn pick(&self, channel: Channel, named: &str) -> Option<&Account> {
+        let serving = || self.accounts.iter().filter(move |a| a.channel == channel);
+        serving()
+            .find(|a| a.id == named)
+            .or_else(|| serving().max_by_key(|a| a.weight))
+    }
+}

@@ -1,0 +1,377 @@
+//! A lane worker: claims due messages of one lane, hands each to its account's supplier, and
+//! appends the outcome with the expected version of the message stream, in the transaction that
+//! removes or reschedules its queue row. So a message has one outcome however often it is
+//! claimed: a second worker (after a lease expired) finds it no longer pending and only tidies.
+//!
+//! Today: account choice, send, retry with backoff, throttling and final failure. The policy
+//! steps of design section 5 (shield, dedup, caps, rate limits, failover) come next.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use domain::{
+    DeferReason, DeliveryStatus, ErrorClass, EventMetadata, MessageCommand, MessageEvent,
+    MessageState, ReceiptOutcome,
+};
+use store::{EventStore, ExpectedVersion, NewEvent, Store, StreamAppend};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::Accounts;
+use crate::queue::{self, Claimed};
+use crate::supplier::{Outbound, SendError};
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Messages of one lane in flight at once.
+    pub concurrency: usize,
+    /// How long a claim holds before another worker may take the message.
+    pub lease: Duration,
+    /// How long an idle worker waits before looking again.
+    pub poll_interval: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            concurrency: 8,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(200),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Design section 5: 3 attempts, 60 s apart at first, doubling.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub factor: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            base: Duration::from_secs(60),
+            factor: 2,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(16);
+        self.base
+            .saturating_mul(self.factor.saturating_pow(exponent))
+    }
+}
+
+/// Runs one lane until `shutdown`.
+pub async fn run_lane(
+    store: Store,
+    accounts: Accounts,
+    lane: String,
+    worker: String,
+    options: WorkerOptions,
+    shutdown: CancellationToken,
+) {
+    let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
+    let context = Arc::new((store, accounts));
+    while !shutdown.is_cancelled() {
+        let claimed = match queue::claim(
+            &context.0,
+            &lane,
+            &worker,
+            Utc::now(),
+            lease_ms,
+            options.concurrency,
+        )
+        .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(%error, %lane, "claiming from the dispatch queue failed");
+                Vec::new()
+            }
+        };
+        if claimed.is_empty() {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(options.poll_interval) => {}
+            }
+            continue;
+        }
+        // A claimed message is finished even during shutdown: its supplier call may be under
+        // way, and its outcome must be recorded. The lease covers a crash.
+        let mut in_flight = JoinSet::new();
+        for message in claimed {
+            let context = Arc::clone(&context);
+            let retry = options.retry;
+            in_flight.spawn(async move {
+                if let Err(error) = process(&context.0, &context.1, &message, retry).await {
+                    tracing::warn!(%error, message_id = %message.message_id, "dispatch failed; the lease will expire and it is retried");
+                }
+            });
+        }
+        while in_flight.join_next().await.is_some() {}
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("queue: {0}")]
+    Queue(#[from] sqlx::Error),
+    #[error("stored event: {0}")]
+    Decode(String),
+    #[error("decision: {0}")]
+    Domain(#[from] domain::MessageError),
+}
+
+async fn load(store: &Store, stream: &str) -> Result<(MessageState, u64), ProcessError> {
+    let recorded = store.read_stream(stream, 1, 10_000).await?;
+    let mut state = MessageState::default();
+    for r in &recorded {
+        let data = r
+            .data_json()
+            .map_err(|e| ProcessError::Decode(e.to_string()))?;
+        let event = MessageEvent::decode(&r.event_type, r.schema_version, &data)
+            .map_err(|e| ProcessError::Decode(e.to_string()))?;
+        state = domain::message_state::apply(state, &event)?;
+    }
+    Ok((state, recorded.len() as u64))
+}
+
+/// What the queue row becomes with the outcome.
+enum Next {
+    Remove,
+    Reschedule(DateTime<Utc>),
+}
+
+/// Takes one claimed message through its account's supplier and records what happened.
+pub async fn process(
+    store: &Store,
+    accounts: &Accounts,
+    claimed: &Claimed,
+    retry: RetryPolicy,
+) -> Result<(), ProcessError> {
+    let stream = format!("message-{}", claimed.message_id);
+    let (state, _) = load(store, &stream).await?;
+    let Some(accepted) = state.accepted.clone() else {
+        return finish(store, &stream, Next::Remove).await;
+    };
+    if !matches!(
+        state.status,
+        Some(DeliveryStatus::Accepted | DeliveryStatus::Deferred)
+    ) {
+        // Already has its outcome (or was recalled): only the queue row is left to tidy.
+        return finish(store, &stream, Next::Remove).await;
+    }
+    let now = Utc::now();
+    if let Some(until) = state.deferred_until.filter(|until| *until > now) {
+        return finish(store, &stream, Next::Reschedule(until)).await;
+    }
+    let Some(account) = accounts.pick(accepted.channel, &accepted.account) else {
+        // No account serves this channel any more: leave it queued for when one does.
+        return finish(
+            store,
+            &stream,
+            Next::Reschedule(now + chrono::Duration::minutes(1)),
+        )
+        .await;
+    };
+    let attempt = state.attempts + 1;
+    let outbound = Outbound {
+        message_id: accepted.message_id,
+        tenant: &accepted.tenant,
+        channel: accepted.channel,
+        msg_type: accepted.msg_type,
+        receiver: &accepted.receiver,
+        content: &accepted.content,
+        attempt,
+    };
+    let started = Instant::now();
+    let result = account.supplier.send(&outbound).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let at = Utc::now();
+    let supplier = account.supplier.name().to_owned();
+    let delivers = account.supplier.delivers_on_send();
+    let account_id = account.id.clone();
+
+    // The commands depend only on the supplier's answer, so after a conflict (a recall came in)
+    // they are decided again on the fresh state, and the supplier is never called twice.
+    let (commands, next): (Vec<MessageCommand>, Next) = match result {
+        Ok(sent) => {
+            let mut commands = vec![MessageCommand::RecordDispatch {
+                account: account_id,
+                supplier,
+                supplier_message_id: sent.supplier_message_id,
+                attempt,
+                latency_ms,
+                at,
+            }];
+            if delivers {
+                commands.push(MessageCommand::RecordReceipt {
+                    outcome: ReceiptOutcome::Delivered,
+                    supplier_status: "DELIVERED".to_owned(),
+                    reported_at: at,
+                    at,
+                });
+            }
+            (commands, Next::Remove)
+        }
+        Err(SendError::Throttled { retry_after, .. }) => {
+            // The account is over its rate: wait as asked, without spending an attempt.
+            let until = at
+                + chrono::Duration::from_std(retry_after.unwrap_or(Duration::from_secs(1)))
+                    .unwrap_or_default();
+            (
+                vec![MessageCommand::RateLimitMessage {
+                    account: account_id,
+                    until,
+                    at,
+                }],
+                Next::Reschedule(until),
+            )
+        }
+        Err(error) => {
+            let retryable =
+                matches!(error, SendError::Retryable { .. }) && attempt < retry.attempts;
+            let next_attempt_at = retryable.then(|| {
+                at + chrono::Duration::from_std(retry.backoff(attempt)).unwrap_or_default()
+            });
+            let (code, message) = match &error {
+                SendError::Retryable { code, message }
+                | SendError::Final { code, message }
+                | SendError::Throttled { code, message, .. } => (code.clone(), message.clone()),
+            };
+            let error_class = if matches!(error, SendError::Final { .. }) {
+                ErrorClass::Final
+            } else {
+                ErrorClass::Retryable
+            };
+            let mut commands = vec![MessageCommand::RecordDispatchFailure {
+                account: account_id,
+                supplier,
+                attempt,
+                error_class,
+                error_code: code.clone(),
+                error_message: message,
+                retryable,
+                next_attempt_at,
+                at,
+            }];
+            match next_attempt_at {
+                Some(until) => {
+                    commands.push(MessageCommand::DeferMessage {
+                        until,
+                        reason: DeferReason::RetryBackoff,
+                        at,
+                    });
+                    (commands, Next::Reschedule(until))
+                }
+                None => {
+                    commands.push(MessageCommand::FailMessage { reason: code, at });
+                    (commands, Next::Remove)
+                }
+            }
+        }
+    };
+    let tenant = accepted.tenant.clone();
+    let correlation = accepted.request_id.to_string();
+    let decided = move |state: &MessageState| -> Result<Vec<MessageEvent>, domain::MessageError> {
+        let mut state = state.clone();
+        let mut events = Vec::new();
+        for command in commands.clone() {
+            for event in domain::message_decide::decide(&state, command)? {
+                state = domain::message_state::apply(state, &event)?;
+                events.push(event);
+            }
+        }
+        Ok(events)
+    };
+    let metadata = EventMetadata::new(tenant)
+        .with_correlation_id(correlation)
+        .with_actor("dispatch");
+    append_outcome(store, &stream, &metadata, decided, next).await
+}
+
+/// Appends the decided events with the loaded version and updates the queue row, in one commit;
+/// on a concurrent change, loads again and decides again.
+async fn append_outcome(
+    store: &Store,
+    stream: &str,
+    metadata: &EventMetadata,
+    decide: impl Fn(&MessageState) -> Result<Vec<MessageEvent>, domain::MessageError>,
+    next: Next,
+) -> Result<(), ProcessError> {
+    let mut tries = 0;
+    loop {
+        let (state, version) = load(store, stream).await?;
+        let events = match decide(&state) {
+            Ok(events) => events,
+            // The message reached an outcome meanwhile (a recall): nothing more to record.
+            Err(error) => {
+                tracing::info!(%error, stream, "outcome no longer applies");
+                return finish(store, stream, Next::Remove).await;
+            }
+        };
+        let encoded: Vec<NewEvent> = events.iter().map(|e| encode(e, metadata)).collect();
+        let mut tx = store.begin().await?;
+        if !encoded.is_empty() {
+            let append = StreamAppend {
+                stream_id: stream.to_owned(),
+                expected: ExpectedVersion::Exact(version),
+                events: encoded,
+            };
+            match store.append_in(&mut tx, &[append]).await {
+                Ok(_) => {}
+                Err(error) if error.is_conflict() && tries < 3 => {
+                    tx.rollback().await?;
+                    tries += 1;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        update_queue(&mut tx, stream, &next).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+}
+
+/// Only updates the queue row: for a message that needs no new event.
+async fn finish(store: &Store, stream: &str, next: Next) -> Result<(), ProcessError> {
+    let mut tx = store.begin().await?;
+    update_queue(&mut tx, stream, &next).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn update_queue(
+    tx: &mut store::StoreTx,
+    stream: &str,
+    next: &Next,
+) -> Result<(), sqlx::Error> {
+    let id = stream.strip_prefix("message-").unwrap_or(stream);
+    match next {
+        Next::Remove => queue::remove(tx, id).await,
+        Next::Reschedule(at) => queue::reschedule(tx, id, *at).await,
+    }
+}
+
+fn encode(event: &MessageEvent, metadata: &EventMetadata) -> NewEvent {
+    NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: event.event_type().to_owned(),
+        schema_version: MessageEvent::SCHEMA_VERSION,
+        data: event.encode().to_string(),
+        metadata: serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_owned()),
+    }
+}

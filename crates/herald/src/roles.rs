@@ -1,0 +1,93 @@
+//! The dispatch role: the subscription that feeds the dispatch queue, and one worker per lane
+//! (channel and message type) for every channel that has an account.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use dispatch::accounts::{AccountConfig, Accounts};
+use dispatch::queue::{self, Enqueuer};
+use dispatch::worker::{self, RetryPolicy, WorkerOptions};
+use domain::MessageType;
+use store::{CheckpointKey, Store, SubscriptionOptions};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// Credentials written `env:NAME` come from the environment.
+fn resolve(accounts: &[AccountConfig]) -> anyhow::Result<Vec<AccountConfig>> {
+    accounts
+        .iter()
+        .map(|account| {
+            let mut account = account.clone();
+            for (name, value) in &mut account.credentials {
+                if let Some(variable) = value.strip_prefix("env:") {
+                    *value = std::env::var(variable).with_context(|| {
+                        format!(
+                            "account {}: credential {name} names {variable}, which is not set",
+                            account.id
+                        )
+                    })?;
+                }
+            }
+            Ok(account)
+        })
+        .collect()
+}
+
+/// Starts the dispatch role; the returned set ends when `shutdown` is cancelled and every
+/// message in flight has its outcome.
+pub fn start_dispatch(
+    store: &Store,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<JoinSet<()>> {
+    let mut tasks = JoinSet::new();
+    if !config.dispatch.enabled {
+        return Ok(tasks);
+    }
+    let accounts =
+        Accounts::from_config(&resolve(&config.accounts)?).context("configuring accounts")?;
+    {
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let options = SubscriptionOptions {
+                filter: queue::filter(),
+                ..SubscriptionOptions::default()
+            };
+            let key = CheckpointKey::new(queue::SUBSCRIPTION, 0);
+            if let Err(error) =
+                store::subscription::run(&store, &key, None, &options, &Enqueuer, &shutdown).await
+            {
+                tracing::error!(%error, "the dispatch queue subscription stopped");
+            }
+        });
+    }
+    let d = &config.dispatch;
+    let options = WorkerOptions {
+        concurrency: d.concurrency.max(1),
+        lease: Duration::from_secs(d.lease_secs.max(1)),
+        retry: RetryPolicy {
+            attempts: d.retry_attempts.max(1),
+            base: Duration::from_millis(d.retry_base_ms),
+            factor: d.retry_factor.max(1),
+        },
+        ..WorkerOptions::default()
+    };
+    let worker_id = format!("worker-{}", uuid::Uuid::now_v7());
+    for channel in accounts.channels() {
+        for msg_type in MessageType::ALL {
+            let lane = queue::lane(channel, *msg_type);
+            tracing::info!(%lane, "dispatch lane started");
+            tasks.spawn(worker::run_lane(
+                store.clone(),
+                accounts.clone(),
+                lane,
+                worker_id.clone(),
+                options.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
+    Ok(tasks)
+}
