@@ -6,6 +6,7 @@
 //! - [`accounts`]: configured channel accounts and the choice of one per message.
 //! - [`inbox`]: the INBOX channel, delivered on send.
 //! - [`worker`]: lane workers that claim, send and record the outcome.
+//! - [`policy`]: the policy rules as pure functions (night shield).
 //! - [`queue`]: the dispatch queue, in lanes per channel and message type, with leased claims.
 //! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
 //!
@@ -15,6 +16,7 @@
 pub mod accounts;
 pub mod http;
 pub mod inbox;
+pub mod policy;
 pub mod queue;
 pub mod supplier;
 pub mod webhook;

@@ -3,22 +3,23 @@
 //! removes or reschedules its queue row. So a message has one outcome however often it is
 //! claimed: a second worker (after a lease expired) finds it no longer pending and only tidies.
 //!
-//! Today: account choice, send, retry with backoff, throttling and final failure. The policy
-//! steps of design section 5 (shield, dedup, caps, rate limits, failover) come next.
+//! Today: discard when the template is switched off, the night shield, account choice, send,
+//! retry with backoff, throttling and final failure. Dedup, caps, rate limits and failover come next.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use domain::{
-    DeferReason, DeliveryStatus, ErrorClass, EventMetadata, MessageCommand, MessageEvent,
-    MessageState, ReceiptOutcome,
+    DeferReason, DeliveryStatus, DiscardRule, ErrorClass, EventMetadata, MessageCommand,
+    MessageEvent, MessageState, ReceiptOutcome, TemplateEvent, TemplateId, TemplateState,
 };
 use store::{EventStore, ExpectedVersion, NewEvent, Store, StreamAppend};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Accounts;
+use crate::policy::{NightAction, NightWindow};
 use crate::queue::{self, Claimed};
 use crate::supplier::{Outbound, SendError};
 
@@ -31,6 +32,7 @@ pub struct WorkerOptions {
     /// How long an idle worker waits before looking again.
     pub poll_interval: Duration,
     pub retry: RetryPolicy,
+    pub night: NightWindow,
 }
 
 impl Default for WorkerOptions {
@@ -40,6 +42,7 @@ impl Default for WorkerOptions {
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(200),
             retry: RetryPolicy::default(),
+            night: NightWindow::default(),
         }
     }
 }
@@ -111,9 +114,9 @@ pub async fn run_lane(
         let mut in_flight = JoinSet::new();
         for message in claimed {
             let context = Arc::clone(&context);
-            let retry = options.retry;
+            let options = options.clone();
             in_flight.spawn(async move {
-                if let Err(error) = process(&context.0, &context.1, &message, retry).await {
+                if let Err(error) = process(&context.0, &context.1, &message, &options).await {
                     tracing::warn!(%error, message_id = %message.message_id, "dispatch failed; the lease will expire and it is retried");
                 }
             });
@@ -159,8 +162,9 @@ pub async fn process(
     store: &Store,
     accounts: &Accounts,
     claimed: &Claimed,
-    retry: RetryPolicy,
+    options: &WorkerOptions,
 ) -> Result<(), ProcessError> {
+    let retry = options.retry;
     let stream = format!("message-{}", claimed.message_id);
     let (state, _) = load(store, &stream).await?;
     let Some(accepted) = state.accepted.clone() else {
@@ -176,6 +180,56 @@ pub async fn process(
     let now = Utc::now();
     if let Some(until) = state.deferred_until.filter(|until| *until > now) {
         return finish(store, &stream, Next::Reschedule(until)).await;
+    }
+    let metadata = EventMetadata::new(accepted.tenant.clone())
+        .with_correlation_id(accepted.request_id.to_string())
+        .with_actor("dispatch");
+    // The policy steps, in the order of design section 5, each recorded as its event.
+    if template_disabled(store, accepted.template_id).await? {
+        let discard = MessageCommand::DiscardMessage {
+            rule: DiscardRule::TemplateDisabled,
+            at: now,
+        };
+        return append_outcome(
+            store,
+            &stream,
+            &metadata,
+            decide_all(vec![discard]),
+            Next::Remove,
+        )
+        .await;
+    }
+    match options.night.action(accepted.shield_type, now) {
+        Some(NightAction::Shield) => {
+            let shield = MessageCommand::ShieldMessage {
+                reason: "NIGHT_DISCARD".to_owned(),
+                at: now,
+            };
+            return append_outcome(
+                store,
+                &stream,
+                &metadata,
+                decide_all(vec![shield]),
+                Next::Remove,
+            )
+            .await;
+        }
+        Some(NightAction::Defer(until)) => {
+            let defer = MessageCommand::DeferMessage {
+                until,
+                reason: DeferReason::NightShield,
+                at: now,
+            };
+            return append_outcome(
+                store,
+                &stream,
+                &metadata,
+                decide_all(vec![defer]),
+                Next::Reschedule(until),
+            )
+            .await;
+        }
+        None => {}
     }
     let Some(account) = accounts.pick(accepted.channel, &accepted.account) else {
         // No account serves this channel any more: leave it queued for when one does.
@@ -283,9 +337,14 @@ pub async fn process(
             }
         }
     };
-    let tenant = accepted.tenant.clone();
-    let correlation = accepted.request_id.to_string();
-    let decided = move |state: &MessageState| -> Result<Vec<MessageEvent>, domain::MessageError> {
+    append_outcome(store, &stream, &metadata, decide_all(commands), next).await
+}
+
+/// Decides `commands` one after another on a state, as one outcome.
+fn decide_all(
+    commands: Vec<MessageCommand>,
+) -> impl Fn(&MessageState) -> Result<Vec<MessageEvent>, domain::MessageError> {
+    move |state: &MessageState| {
         let mut state = state.clone();
         let mut events = Vec::new();
         for command in commands.clone() {
@@ -295,11 +354,25 @@ pub async fn process(
             }
         }
         Ok(events)
-    };
-    let metadata = EventMetadata::new(tenant)
-        .with_correlation_id(correlation)
-        .with_actor("dispatch");
-    append_outcome(store, &stream, &metadata, decided, next).await
+    }
+}
+
+/// Whether the template was switched off since the message was accepted.
+async fn template_disabled(store: &Store, template: TemplateId) -> Result<bool, ProcessError> {
+    let mut state = TemplateState::default();
+    for r in store
+        .read_stream(&template.stream_name(), 1, 10_000)
+        .await?
+    {
+        let data = r
+            .data_json()
+            .map_err(|e| ProcessError::Decode(e.to_string()))?;
+        let event = TemplateEvent::decode(&r.event_type, r.schema_version, &data)
+            .map_err(|e| ProcessError::Decode(e.to_string()))?;
+        state = domain::template_aggregate::apply(state, &event)
+            .map_err(|e| ProcessError::Decode(e.to_string()))?;
+    }
+    Ok(state.is_created() && !state.enabled)
 }
 
 /// Appends the decided events with the loaded version and updates the queue row, in one commit;

@@ -35,6 +35,13 @@ pub struct DispatchConfig {
     pub retry_factor: u32,
     /// How long a worker's claim on a message holds before another worker may take it.
     pub lease_secs: u64,
+    /// The receivers' night (`HH:MM`), when templates with a night shield discard or defer.
+    pub night_start: String,
+    pub night_end: String,
+    /// When deferred messages go out.
+    pub night_resume: String,
+    /// The zone of those times, as a UTC offset such as `+08:00`.
+    pub night_zone: String,
 }
 
 impl Default for DispatchConfig {
@@ -46,6 +53,10 @@ impl Default for DispatchConfig {
             retry_base_ms: 60_000,
             retry_factor: 2,
             lease_secs: 60,
+            night_start: "22:00".to_owned(),
+            night_end: "08:00".to_owned(),
+            night_resume: "09:00".to_owned(),
+            night_zone: "+08:00".to_owned(),
         }
     }
 }

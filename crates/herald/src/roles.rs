@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dispatch::accounts::{AccountConfig, Accounts};
+use dispatch::policy::NightWindow;
 use dispatch::queue::{self, Enqueuer};
 use dispatch::worker::{self, RetryPolicy, WorkerOptions};
 use domain::MessageType;
@@ -64,7 +65,24 @@ pub fn start_dispatch(
         });
     }
     let d = &config.dispatch;
+    let time = |name: &str, value: &str| {
+        chrono::NaiveTime::parse_from_str(value, "%H:%M")
+            .with_context(|| format!("dispatch.{name} must be a time like 22:00, not {value:?}"))
+    };
+    let zone: chrono::FixedOffset = d.night_zone.parse().with_context(|| {
+        format!(
+            "dispatch.night_zone must be an offset like +08:00, not {:?}",
+            d.night_zone
+        )
+    })?;
+    let night = NightWindow {
+        start: time("night_start", &d.night_start)?,
+        end: time("night_end", &d.night_end)?,
+        resume: time("night_resume", &d.night_resume)?,
+        zone,
+    };
     let options = WorkerOptions {
+        night,
         concurrency: d.concurrency.max(1),
         lease: Duration::from_secs(d.lease_secs.max(1)),
         retry: RetryPolicy {

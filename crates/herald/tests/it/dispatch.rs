@@ -69,11 +69,15 @@ async fn app_with_webhook(backend: &str) -> TestApp {
 
 /// Makes an approved template; returns its id and a sender key.
 async fn template(app: &TestApp, channel: &str) -> (String, String) {
+    template_shielded(app, channel, "NONE").await
+}
+
+async fn template_shielded(app: &TestApp, channel: &str, shield: &str) -> (String, String) {
     let author = app.key("acme", "admin").await;
     let reviewer = app.key("acme", "admin").await;
     let sender = app.key("acme", "send,read").await;
     let create = "mutation($input: CreateTemplateInput!) { createTemplate(input: $input) { id } }";
-    let input = json!({ "name": "n", "channel": channel, "msgType": "NOTICE", "content": { "kind": "TEXT", "body": "Build ${n} finished" }, "account": "hooks", "ownerTeam": "ci" });
+    let input = json!({ "name": "n", "channel": channel, "msgType": "NOTICE", "shieldType": shield, "content": { "kind": "TEXT", "body": "Build ${n} finished" }, "account": "hooks", "ownerTeam": "ci" });
     let (_, created) = app
         .gql(Some(&author), create, json!({ "input": input }))
         .await;
@@ -198,6 +202,137 @@ async fn inbox_messages_are_delivered_on_send(backend: &str) {
         ["MessageAccepted", "MessageDispatched", "ReceiptReceived"]
     );
     app.finish().await;
+}
+
+/// A night window that holds right now, wherever the clock is: an hour back to an hour ahead.
+fn night_now(c: &mut herald::config::Config) {
+    let now = chrono::Utc::now();
+    c.dispatch.night_zone = "+00:00".into();
+    c.dispatch.night_start = (now - chrono::Duration::hours(1))
+        .format("%H:%M")
+        .to_string();
+    c.dispatch.night_end = (now + chrono::Duration::hours(1))
+        .format("%H:%M")
+        .to_string();
+    c.dispatch.night_resume = (now + chrono::Duration::hours(2))
+        .format("%H:%M")
+        .to_string();
+}
+
+async fn policies_record_their_outcome(backend: &str) {
+    let app = spawn(backend, |c| {
+        night_now(c);
+        c.accounts = vec![toml::from_str(&format!(
+            "id = \"hooks\"\nchannel = \"WEBHOOK\"\nsupplier = \"webhook\"\ncredentials = {{ secret = \"{SECRET}\" }}"
+        ))
+        .unwrap()];
+    })
+    .await;
+    let (url, calls) = receiver().await;
+
+    // At night, a NIGHT_DISCARD template's message is shielded, a NIGHT_DEFER one deferred to
+    // the resume time, and one with no shield goes out.
+    let (discard, key) = template_shielded(&app, "WEBHOOK", "NIGHT_DISCARD").await;
+    let shielded = send(&app, &key, &discard, &format!("{url}/ok")).await;
+    assert_eq!(
+        wait_for(&app, &shielded, "MessageShielded").await,
+        ["MessageAccepted", "MessageShielded"]
+    );
+
+    let (defer, key) = template_shielded(&app, "WEBHOOK", "NIGHT_DEFER").await;
+    let deferred = send(&app, &key, &defer, &format!("{url}/ok")).await;
+    assert_eq!(
+        wait_for(&app, &deferred, "MessageDeferred").await,
+        ["MessageAccepted", "MessageDeferred"]
+    );
+    let data = app.store.read_stream(&deferred, 2, 1).await.unwrap()[0]
+        .data_json()
+        .unwrap();
+    assert_eq!(data["reason"], "NIGHT_SHIELD");
+    let until: chrono::DateTime<chrono::Utc> = data["until"].as_str().unwrap().parse().unwrap();
+    let wait = until - chrono::Utc::now();
+    assert!(
+        wait > chrono::Duration::minutes(60) && wait <= chrono::Duration::minutes(121),
+        "deferred to the resume time: {until}"
+    );
+
+    let (plain, key) = template_shielded(&app, "WEBHOOK", "NONE").await;
+    let sent = send(&app, &key, &plain, &format!("{url}/ok")).await;
+    wait_for(&app, &sent, "MessageDispatched").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        1,
+        "only the unshielded message reached the receiver"
+    );
+    app.finish().await;
+}
+
+/// A template switched off after a message was accepted: the message is discarded, not sent.
+async fn a_disabled_template_discards_waiting_messages(backend: &str) {
+    let account = || -> dispatch::accounts::AccountConfig {
+        toml::from_str(&format!("id = \"hooks\"\nchannel = \"WEBHOOK\"\nsupplier = \"webhook\"\ncredentials = {{ secret = \"{SECRET}\" }}")).unwrap()
+    };
+    let app = spawn(backend, |c| {
+        c.dispatch.enabled = false;
+        c.accounts = vec![account()];
+    })
+    .await;
+    let (url, calls) = receiver().await;
+    let (id, key) = template(&app, "WEBHOOK").await;
+    let stream = send(&app, &key, &id, &format!("{url}/ok")).await;
+    let admin = app.key("acme", "admin").await;
+    let (_, answer) = app
+        .gql(
+            Some(&admin),
+            "mutation($id: ID!) { disableTemplate(id: $id) { enabled } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        answer["data"]["disableTemplate"]["enabled"], false,
+        "{answer}"
+    );
+
+    // Now dispatch starts, as a dispatch process would.
+    let config = herald::config::Config {
+        accounts: vec![account()],
+        ..Default::default()
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut role = herald::roles::start_dispatch(&app.store, &config, &shutdown).unwrap();
+    assert_eq!(
+        wait_for(&app, &stream, "MessageDiscarded").await,
+        ["MessageAccepted", "MessageDiscarded"]
+    );
+    let data = app.store.read_stream(&stream, 2, 1).await.unwrap()[0]
+        .data_json()
+        .unwrap();
+    assert_eq!(data["rule"], "TEMPLATE_DISABLED");
+    assert!(calls.lock().unwrap().is_empty());
+    shutdown.cancel();
+    while role.join_next().await.is_some() {}
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_policies() {
+    policies_record_their_outcome("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_policies() {
+    policies_record_their_outcome("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_disabled_template() {
+    a_disabled_template_discards_waiting_messages("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_disabled_template() {
+    a_disabled_template_discards_waiting_messages("sqlite").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
