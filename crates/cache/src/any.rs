@@ -64,8 +64,14 @@ macro_rules! both {
 }
 
 impl PolicyCache for Cache {
-    async fn dedup(&self, key: &str, window: Duration, now: DateTime<Utc>) -> Result<DedupOutcome> {
-        both!(self, c => c.dedup(key, window, now).await)
+    async fn dedup(
+        &self,
+        key: &str,
+        owner: &str,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<DedupOutcome> {
+        both!(self, c => c.dedup(key, owner, window, now).await)
     }
 
     async fn release_dedup(&self, key: &str) -> Result<()> {

@@ -48,6 +48,7 @@ struct Entry<T> {
 struct Mark {
     first_seen: i64,
     until: i64,
+    owner: String,
 }
 
 #[derive(Debug)]
@@ -152,13 +153,22 @@ fn live<'a, T>(map: &'a mut HashMap<String, Entry<T>>, key: &str, now: i64) -> O
 }
 
 impl PolicyCache for MemoryCache {
-    async fn dedup(&self, key: &str, window: Duration, now: DateTime<Utc>) -> Result<DedupOutcome> {
+    async fn dedup(
+        &self,
+        key: &str,
+        owner: &str,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<DedupOutcome> {
         let window = types::window_ms(window)?;
         let now = now.timestamp_millis();
         Ok(self.with(now, |state| {
             if let Some(mark) = live(&mut state.dedup, key, now)
                 && mark.until > now
             {
+                if mark.owner == owner {
+                    return DedupOutcome::First;
+                }
                 return DedupOutcome::Duplicate {
                     first_seen_ms: mark.first_seen,
                 };
@@ -166,6 +176,7 @@ impl PolicyCache for MemoryCache {
             let mark = Mark {
                 first_seen: now,
                 until: now + window,
+                owner: owner.to_owned(),
             };
             state.dedup.insert(
                 key.to_owned(),
@@ -456,6 +467,10 @@ impl Ring {
 mod tests {
     use super::*;
 
+    fn fresh_owner() -> String {
+        format!("{:?}", std::time::Instant::now())
+    }
+
     /// Expired entries are dropped by the sweep, by the callers' `now`, so a long-running
     /// process does not keep every key it ever saw.
     #[tokio::test]
@@ -464,7 +479,10 @@ mod tests {
         let t0 = DateTime::from_timestamp_millis(1_000_000).unwrap();
         let window = Duration::from_secs(1);
         for n in 0..SWEEP_EVERY {
-            cache.dedup(&format!("k{n}"), window, t0).await.unwrap();
+            cache
+                .dedup(&format!("k{n}"), &fresh_owner(), window, t0)
+                .await
+                .unwrap();
         }
         let len = |cache: &MemoryCache| cache.state.lock().unwrap().dedup.len();
         assert_eq!(

@@ -21,10 +21,13 @@ use crate::types::{BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, 
 pub trait PolicyCache: Clone + Send + Sync + 'static {
     /// Marks `key` for `window` unless it is already marked: the first caller within a window
     /// gets [`DedupOutcome::First`], later ones [`DedupOutcome::Duplicate`] with the instant
-    /// of the first. A duplicate does not extend the window.
+    /// of the first. A duplicate does not extend the window. The mark remembers its `owner`
+    /// (a message id): the same owner asking again gets `First` again, so a message redelivered
+    /// after a worker crash is not taken for a duplicate of itself.
     fn dedup(
         &self,
         key: &str,
+        owner: &str,
         window: Duration,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<DedupOutcome>> + Send;

@@ -116,7 +116,13 @@ fn count(n: i64) -> Result<u32> {
 }
 
 impl PolicyCache for RedisCache {
-    async fn dedup(&self, key: &str, window: Duration, now: DateTime<Utc>) -> Result<DedupOutcome> {
+    async fn dedup(
+        &self,
+        key: &str,
+        owner: &str,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<DedupOutcome> {
         let window = types::window_ms(window)?;
         let now = now.timestamp_millis();
         let (first, seen): (i64, i64) = SCRIPTS
@@ -125,6 +131,7 @@ impl PolicyCache for RedisCache {
             .arg(now)
             .arg(now + window)
             .arg(window)
+            .arg(owner)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(if first == 1 {

@@ -1,8 +1,68 @@
 //! Dispatch policies as pure functions of the message, the policy and the time: what the night
-//! shield does to a message now. No IO and no clock here; the worker passes `now` in.
+//! shield does to a message now, and the keys and periods of dedup and frequency caps. No IO and
+//! no clock here; the worker passes `now` in and asks the shared cache.
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveTime, TimeZone, Utc};
 use domain::ShieldType;
+use domain::message::MessageAccepted;
+use sha2::{Digest, Sha256};
+
+/// The dedup and frequency rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Same receiver, template and content within this window is a duplicate (0: off).
+    pub dedup_window: std::time::Duration,
+    /// At most this many messages per receiver and channel per calendar day in the zone (0: off).
+    pub frequency_cap: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            dedup_window: std::time::Duration::from_secs(300),
+            frequency_cap: 5,
+        }
+    }
+}
+
+/// The content dedup key: tenant, receiver, template and a digest of the rendered content.
+pub fn dedup_key(message: &MessageAccepted) -> String {
+    let content = serde_json::to_vec(&message.content).unwrap_or_default();
+    let digest: String = Sha256::digest(&content)
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "{}:{}:{}:{}",
+        message.tenant,
+        message.receiver.value(),
+        message.template_id,
+        digest
+    )
+}
+
+/// The frequency key of a message on the day `now` falls in, and when that day ends (ms).
+pub fn frequency_key(
+    message: &MessageAccepted,
+    zone: FixedOffset,
+    now: DateTime<Utc>,
+) -> (String, i64) {
+    let day = now.with_timezone(&zone).date_naive();
+    let next = day.succ_opt().unwrap_or(day).and_time(NaiveTime::MIN);
+    let end = zone
+        .from_local_datetime(&next)
+        .single()
+        .map_or(now + Duration::days(1), |t| t.with_timezone(&Utc));
+    let key = format!(
+        "{}:{}:{}:{}",
+        message.tenant,
+        message.receiver.value(),
+        message.channel.as_str(),
+        day
+    );
+    (key, end.timestamp_millis())
+}
 
 /// The receiver's night, in the tenant's zone: messages of templates with a night shield are
 /// discarded or deferred to `resume`. Default 22:00-08:00 at UTC+8 (Asia/Shanghai, which has

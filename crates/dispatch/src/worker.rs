@@ -7,11 +7,13 @@
 //! retry with backoff, throttling and final failure. Dedup, caps, rate limits and failover come next.
 
 use std::sync::Arc;
+
+use cache::{Cache, DedupOutcome, FrequencyOutcome, PolicyCache};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use domain::{
-    DeferReason, DeliveryStatus, DiscardRule, ErrorClass, EventMetadata, MessageCommand,
+    DedupRule, DeferReason, DeliveryStatus, DiscardRule, ErrorClass, EventMetadata, MessageCommand,
     MessageEvent, MessageState, ReceiptOutcome, TemplateEvent, TemplateId, TemplateState,
 };
 use store::{EventStore, ExpectedVersion, NewEvent, Store, StreamAppend};
@@ -19,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Accounts;
-use crate::policy::{NightAction, NightWindow};
+use crate::policy::{self, Limits, NightAction, NightWindow};
 use crate::queue::{self, Claimed};
 use crate::supplier::{Outbound, SendError};
 
@@ -33,6 +35,7 @@ pub struct WorkerOptions {
     pub poll_interval: Duration,
     pub retry: RetryPolicy,
     pub night: NightWindow,
+    pub limits: Limits,
 }
 
 impl Default for WorkerOptions {
@@ -43,6 +46,7 @@ impl Default for WorkerOptions {
             poll_interval: Duration::from_millis(200),
             retry: RetryPolicy::default(),
             night: NightWindow::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -78,13 +82,14 @@ impl RetryPolicy {
 pub async fn run_lane(
     store: Store,
     accounts: Accounts,
+    cache: Cache,
     lane: String,
     worker: String,
     options: WorkerOptions,
     shutdown: CancellationToken,
 ) {
     let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
-    let context = Arc::new((store, accounts));
+    let context = Arc::new((store, accounts, cache));
     while !shutdown.is_cancelled() {
         let claimed = match queue::claim(
             &context.0,
@@ -116,7 +121,7 @@ pub async fn run_lane(
             let context = Arc::clone(&context);
             let options = options.clone();
             in_flight.spawn(async move {
-                if let Err(error) = process(&context.0, &context.1, &message, &options).await {
+                if let Err(error) = process(&context.0, &context.1, &context.2, &message, &options).await {
                     tracing::warn!(%error, message_id = %message.message_id, "dispatch failed; the lease will expire and it is retried");
                 }
             });
@@ -133,6 +138,8 @@ pub enum ProcessError {
     Queue(#[from] sqlx::Error),
     #[error("stored event: {0}")]
     Decode(String),
+    #[error("cache: {0}")]
+    Cache(#[from] cache::CacheError),
     #[error("decision: {0}")]
     Domain(#[from] domain::MessageError),
 }
@@ -161,6 +168,7 @@ enum Next {
 pub async fn process(
     store: &Store,
     accounts: &Accounts,
+    cache: &Cache,
     claimed: &Claimed,
     options: &WorkerOptions,
 ) -> Result<(), ProcessError> {
@@ -230,6 +238,54 @@ pub async fn process(
             .await;
         }
         None => {}
+    }
+    let limits = options.limits;
+    if !limits.dedup_window.is_zero() {
+        // The message id owns the mark, so a redelivered message is not its own duplicate.
+        let key = policy::dedup_key(&accepted);
+        let owner = accepted.message_id.to_string();
+        if let DedupOutcome::Duplicate { .. } =
+            cache.dedup(&key, &owner, limits.dedup_window, now).await?
+        {
+            let dedup = MessageCommand::DeduplicateMessage {
+                rule: DedupRule::Content,
+                key,
+                window_secs: limits.dedup_window.as_secs(),
+                at: now,
+            };
+            return append_outcome(
+                store,
+                &stream,
+                &metadata,
+                decide_all(vec![dedup]),
+                Next::Remove,
+            )
+            .await;
+        }
+    }
+    // Counted once, before the first attempt: retries of one message are not new messages.
+    if limits.frequency_cap > 0 && state.attempts == 0 {
+        let (key, period_end) = policy::frequency_key(&accepted, options.night.zone, now);
+        if let FrequencyOutcome::Exceeded { .. } = cache
+            .frequency(&key, limits.frequency_cap, period_end, now)
+            .await?
+        {
+            let capped = MessageCommand::DeduplicateMessage {
+                rule: DedupRule::Frequency,
+                key,
+                window_secs: u64::try_from((period_end - now.timestamp_millis()) / 1000)
+                    .unwrap_or(0),
+                at: now,
+            };
+            return append_outcome(
+                store,
+                &stream,
+                &metadata,
+                decide_all(vec![capped]),
+                Next::Remove,
+            )
+            .await;
+        }
     }
     let Some(account) = accounts.pick(accepted.channel, &accepted.account) else {
         // No account serves this channel any more: leave it queued for when one does.

@@ -40,8 +40,13 @@ pub struct DispatchConfig {
     pub night_end: String,
     /// When deferred messages go out.
     pub night_resume: String,
-    /// The zone of those times, as a UTC offset such as `+08:00`.
+    /// The zone of those times, as a UTC offset such as `+08:00`; also the zone of the
+    /// calendar day of frequency caps.
     pub night_zone: String,
+    /// The same receiver, template and content within this many seconds is a duplicate (0: off).
+    pub dedup_window_secs: u64,
+    /// At most this many messages per receiver and channel per calendar day (0: off).
+    pub frequency_cap: u32,
 }
 
 impl Default for DispatchConfig {
@@ -57,6 +62,8 @@ impl Default for DispatchConfig {
             night_end: "08:00".to_owned(),
             night_resume: "09:00".to_owned(),
             night_zone: "+08:00".to_owned(),
+            dedup_window_secs: 300,
+            frequency_cap: 5,
         }
     }
 }
@@ -110,11 +117,13 @@ pub struct DatabaseConfig {
     pub migrate_on_start: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// `redis://…`; empty keeps dedup windows, counters and buckets in process.
     pub redis_url: String,
+    /// Every Redis key starts with this, so deployments can share a Redis.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -137,6 +146,15 @@ impl Default for Config {
             security: SecurityConfig::default(),
             dispatch: DispatchConfig::default(),
             accounts: Vec::new(),
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            redis_url: String::new(),
+            key_prefix: "herald".to_owned(),
         }
     }
 }

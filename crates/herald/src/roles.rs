@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use cache::Cache;
 use dispatch::accounts::{AccountConfig, Accounts};
-use dispatch::policy::NightWindow;
+use dispatch::policy::{Limits, NightWindow};
 use dispatch::queue::{self, Enqueuer};
 use dispatch::worker::{self, RetryPolicy, WorkerOptions};
 use domain::MessageType;
@@ -83,6 +84,10 @@ pub fn start_dispatch(
     };
     let options = WorkerOptions {
         night,
+        limits: Limits {
+            dedup_window: Duration::from_secs(d.dedup_window_secs),
+            frequency_cap: d.frequency_cap,
+        },
         concurrency: d.concurrency.max(1),
         lease: Duration::from_secs(d.lease_secs.max(1)),
         retry: RetryPolicy {
@@ -93,19 +98,53 @@ pub fn start_dispatch(
         ..WorkerOptions::default()
     };
     let worker_id = format!("worker-{}", uuid::Uuid::now_v7());
-    for channel in accounts.channels() {
-        for msg_type in MessageType::ALL {
-            let lane = queue::lane(channel, *msg_type);
-            tracing::info!(%lane, "dispatch lane started");
-            tasks.spawn(worker::run_lane(
-                store.clone(),
-                accounts.clone(),
-                lane,
-                worker_id.clone(),
-                options.clone(),
-                shutdown.clone(),
-            ));
+    let (redis_url, prefix) = (
+        config.cache.redis_url.clone(),
+        config.cache.key_prefix.clone(),
+    );
+    let (store, shutdown) = (store.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        // Dedup windows, caps and buckets live in the cache. Without it no lane can decide, so
+        // the lanes wait for it, while the API goes on accepting messages.
+        let Some(cache) = connect_cache(&redis_url, &prefix, &shutdown).await else {
+            return;
+        };
+        let mut lanes = JoinSet::new();
+        for channel in accounts.channels() {
+            for msg_type in MessageType::ALL {
+                let lane = queue::lane(channel, *msg_type);
+                tracing::info!(%lane, "dispatch lane started");
+                lanes.spawn(worker::run_lane(
+                    store.clone(),
+                    accounts.clone(),
+                    cache.clone(),
+                    lane,
+                    worker_id.clone(),
+                    options.clone(),
+                    shutdown.clone(),
+                ));
+            }
+        }
+        while lanes.join_next().await.is_some() {}
+    });
+    Ok(tasks)
+}
+
+/// The cache, retried every two seconds until it answers or `shutdown`.
+async fn connect_cache(
+    redis_url: &str,
+    prefix: &str,
+    shutdown: &CancellationToken,
+) -> Option<Cache> {
+    let url = (!redis_url.is_empty()).then_some(redis_url);
+    loop {
+        match Cache::from_url(url, prefix).await {
+            Ok(cache) => return Some(cache),
+            Err(error) => tracing::warn!(%error, "dispatch waits for its cache"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
-    Ok(tasks)
 }

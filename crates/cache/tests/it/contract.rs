@@ -7,11 +7,12 @@ use cache::{
     BreakerPolicy, Cache, CacheError, DedupOutcome, FrequencyOutcome, PolicyCache, TokenOutcome,
 };
 
-use crate::support::{at, both_caches, concurrently, ms};
+use crate::support::{at, both_caches, concurrently, fresh_owner, ms};
 
 both_caches!(
     dedup_marks_the_first_and_reports_duplicates_until_the_window_ends,
     a_released_dedup_key_can_be_marked_again,
+    the_owner_of_a_dedup_mark_is_first_again,
     concurrent_dedup_on_one_key_has_one_first,
     frequency_allows_up_to_the_limit_then_refuses_until_the_period_ends,
     concurrent_frequency_allows_exactly_the_limit,
@@ -28,7 +29,12 @@ const WINDOW: Duration = Duration::from_secs(300);
 async fn dedup_marks_the_first_and_reports_duplicates_until_the_window_ends(cache: Cache) {
     let dedup = |key: &'static str, t: i64| {
         let cache = cache.clone();
-        async move { cache.dedup(key, WINDOW, at(t)).await.unwrap() }
+        async move {
+            cache
+                .dedup(key, &fresh_owner(), WINDOW, at(t))
+                .await
+                .unwrap()
+        }
     };
     let duplicate_of = |t: i64| DedupOutcome::Duplicate {
         first_seen_ms: ms(t),
@@ -47,19 +53,43 @@ async fn dedup_marks_the_first_and_reports_duplicates_until_the_window_ends(cach
     assert_eq!(dedup("r1:t1:hash", 300_001).await, duplicate_of(300_000));
 }
 
+/// A message redelivered after its worker died asks again with its own id: it is not its own duplicate.
+async fn the_owner_of_a_dedup_mark_is_first_again(cache: Cache) {
+    let first = cache.dedup("k", "message-1", WINDOW, at(0)).await.unwrap();
+    assert_eq!(first, DedupOutcome::First);
+    assert_eq!(
+        cache.dedup("k", "message-1", WINDOW, at(10)).await.unwrap(),
+        DedupOutcome::First
+    );
+    assert_eq!(
+        cache.dedup("k", "message-2", WINDOW, at(20)).await.unwrap(),
+        DedupOutcome::Duplicate {
+            first_seen_ms: ms(0)
+        }
+    );
+    // The owner asking again does not extend the window.
+    assert_eq!(
+        cache
+            .dedup("k", "message-3", WINDOW, at(300_000))
+            .await
+            .unwrap(),
+        DedupOutcome::First
+    );
+}
+
 async fn a_released_dedup_key_can_be_marked_again(cache: Cache) {
     let now = at(0);
     assert_eq!(
-        cache.dedup("k", WINDOW, now).await.unwrap(),
+        cache.dedup("k", &fresh_owner(), WINDOW, now).await.unwrap(),
         DedupOutcome::First
     );
     cache.release_dedup("k").await.unwrap();
     assert_eq!(
-        cache.dedup("k", WINDOW, now).await.unwrap(),
+        cache.dedup("k", &fresh_owner(), WINDOW, now).await.unwrap(),
         DedupOutcome::First
     );
     assert!(matches!(
-        cache.dedup("k", WINDOW, now).await.unwrap(),
+        cache.dedup("k", &fresh_owner(), WINDOW, now).await.unwrap(),
         DedupOutcome::Duplicate { .. }
     ));
     cache.release_dedup("never-marked").await.unwrap();
@@ -68,7 +98,12 @@ async fn a_released_dedup_key_can_be_marked_again(cache: Cache) {
 async fn concurrent_dedup_on_one_key_has_one_first(cache: Cache) {
     let outcomes = concurrently(50, |i| {
         let cache = cache.clone();
-        async move { cache.dedup("hot", WINDOW, at(i as i64)).await.unwrap() }
+        async move {
+            cache
+                .dedup("hot", &fresh_owner(), WINDOW, at(i as i64))
+                .await
+                .unwrap()
+        }
     })
     .await;
     let firsts = outcomes
@@ -266,9 +301,14 @@ async fn invalid_arguments_are_refused(cache: Cache) {
         }
     }
     let now = at(0);
-    check(cache.dedup("k", Duration::ZERO, now).await, "dedup window");
     check(
-        cache.dedup("k", Duration::from_secs(u64::MAX), now).await,
+        cache.dedup("k", &fresh_owner(), Duration::ZERO, now).await,
+        "dedup window",
+    );
+    check(
+        cache
+            .dedup("k", &fresh_owner(), Duration::from_secs(u64::MAX), now)
+            .await,
         "dedup window",
     );
     check(cache.frequency("k", 1, ms(0), now).await, "after now");

@@ -8,7 +8,8 @@ use cache::{
 };
 
 use crate::support::{
-    at, chain, delete_prefix, keys_under, ms, raw_connection, redis_cache, redis_url, unique_prefix,
+    at, chain, delete_prefix, fresh_owner, keys_under, ms, raw_connection, redis_cache, redis_url,
+    unique_prefix,
 };
 
 #[tokio::test]
@@ -17,11 +18,11 @@ async fn prefixes_isolate_two_caches_on_one_redis() {
     let (a, b) = (redis_cache(&p1).await, redis_cache(&p2).await);
     let window = Duration::from_secs(60);
     assert_eq!(
-        a.dedup("k", window, at(0)).await.unwrap(),
+        a.dedup("k", &fresh_owner(), window, at(0)).await.unwrap(),
         DedupOutcome::First
     );
     assert_eq!(
-        b.dedup("k", window, at(0)).await.unwrap(),
+        b.dedup("k", &fresh_owner(), window, at(0)).await.unwrap(),
         DedupOutcome::First
     );
     assert_eq!(
@@ -38,7 +39,7 @@ async fn prefixes_isolate_two_caches_on_one_redis() {
     // A second cache with the same prefix is the same cache, as for two processes.
     let a2 = redis_cache(&p1).await;
     assert!(matches!(
-        a2.dedup("k", window, at(1)).await.unwrap(),
+        a2.dedup("k", &fresh_owner(), window, at(1)).await.unwrap(),
         DedupOutcome::Duplicate { .. }
     ));
     assert_eq!(
@@ -56,7 +57,7 @@ async fn every_key_lives_under_the_prefix_and_expires() {
     assert_eq!(cache.prefix(), prefix);
     let now = at(0);
     cache
-        .dedup("d", Duration::from_secs(300), now)
+        .dedup("d", &fresh_owner(), Duration::from_secs(300), now)
         .await
         .unwrap();
     cache.frequency("f", 5, ms(3_600_000), now).await.unwrap();
@@ -130,7 +131,10 @@ async fn scripts_are_loaded_again_after_redis_forgets_them() {
     let cache = redis_cache(&prefix).await;
     let window = Duration::from_secs(60);
     assert_eq!(
-        cache.dedup("k", window, at(0)).await.unwrap(),
+        cache
+            .dedup("k", &fresh_owner(), window, at(0))
+            .await
+            .unwrap(),
         DedupOutcome::First
     );
     redis::cmd("SCRIPT")
@@ -139,7 +143,10 @@ async fn scripts_are_loaded_again_after_redis_forgets_them() {
         .await
         .unwrap();
     assert!(matches!(
-        cache.dedup("k", window, at(1)).await.unwrap(),
+        cache
+            .dedup("k", &fresh_owner(), window, at(1))
+            .await
+            .unwrap(),
         DedupOutcome::Duplicate { .. }
     ));
     delete_prefix(&prefix).await;
@@ -170,7 +177,9 @@ async fn data_written_by_someone_else_is_an_error_not_a_panic() {
         Err(CacheError::Corrupt(_))
     ));
     assert!(matches!(
-        cache.dedup("k", Duration::from_secs(1), at(0)).await,
+        cache
+            .dedup("k", &fresh_owner(), Duration::from_secs(1), at(0))
+            .await,
         Err(CacheError::Redis(_))
     ));
     assert!(matches!(
@@ -230,8 +239,8 @@ async fn redis_and_memory_answer_alike() {
             }
             same(
                 "dedup",
-                format!("{:?}", redis.dedup(&key, window, t).await),
-                format!("{:?}", memory.dedup(&key, window, t).await),
+                format!("{:?}", redis.dedup(&key, &fresh_owner(), window, t).await),
+                format!("{:?}", memory.dedup(&key, &fresh_owner(), window, t).await),
             );
             let period_end = ms((now / 5_000 + 1) * 5_000);
             same(

@@ -104,6 +104,11 @@ pub async fn delete_prefix(prefix: &str) {
 }
 
 /// The tests' epoch: a fixed instant on a whole minute, so bucket boundaries are predictable.
+/// A dedup owner no other call shares, as each message is.
+pub fn fresh_owner() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
 }

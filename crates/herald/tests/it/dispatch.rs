@@ -315,6 +315,89 @@ async fn a_disabled_template_discards_waiting_messages(backend: &str) {
     app.finish().await;
 }
 
+/// Content dedup and the daily frequency cap, with the cache in process or on Redis.
+async fn dedup_and_frequency_caps(backend: &str, redis: bool) {
+    let prefix = format!("herald-test-{}", uuid::Uuid::now_v7().simple());
+    let app = spawn(backend, |c| {
+        c.dispatch.frequency_cap = 2;
+        if redis {
+            c.cache.redis_url = crate::support::redis_url();
+            c.cache.key_prefix = prefix.clone();
+        }
+        c.accounts = vec![toml::from_str(&format!(
+            "id = \"hooks\"\nchannel = \"WEBHOOK\"\nsupplier = \"webhook\"\ncredentials = {{ secret = \"{SECRET}\" }}"
+        ))
+        .unwrap()];
+    })
+    .await;
+    let (url, calls) = receiver().await;
+    let (id, key) = template(&app, "WEBHOOK").await;
+    let to = format!("{url}/ok");
+    let send_n = |n: &'static str| {
+        let (app, key, id, to) = (&app, key.clone(), id.clone(), to.clone());
+        async move {
+            let query = "mutation($input: SendInput!) { send(input: $input) { messages { id } } }";
+            let input = json!({ "templateId": id, "receivers": [to], "variables": { "n": n } });
+            let (_, sent) = app.gql(Some(&key), query, json!({ "input": input })).await;
+            format!(
+                "message-{}",
+                sent["data"]["send"]["messages"][0]["id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{sent}"))
+            )
+        }
+    };
+    let first = send_n("1").await;
+    wait_for(&app, &first, "MessageDispatched").await;
+    // The same content again within the window: a duplicate, which does not count toward the cap.
+    let again = send_n("1").await;
+    assert_eq!(
+        wait_for(&app, &again, "MessageDeduplicated").await,
+        ["MessageAccepted", "MessageDeduplicated"]
+    );
+    let data = app.store.read_stream(&again, 2, 1).await.unwrap()[0]
+        .data_json()
+        .unwrap();
+    assert_eq!(
+        (data["rule"].as_str(), data["window_secs"].as_u64()),
+        (Some("CONTENT"), Some(300))
+    );
+    // Other content: the second of the day goes out, the third is over the cap of 2.
+    let second = send_n("2").await;
+    wait_for(&app, &second, "MessageDispatched").await;
+    let third = send_n("3").await;
+    assert_eq!(
+        wait_for(&app, &third, "MessageDeduplicated").await,
+        ["MessageAccepted", "MessageDeduplicated"]
+    );
+    let data = app.store.read_stream(&third, 2, 1).await.unwrap()[0]
+        .data_json()
+        .unwrap();
+    assert_eq!(data["rule"], "FREQUENCY");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        2,
+        "only the two allowed messages went out"
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dedup_and_caps_on_redis() {
+    dedup_and_frequency_caps("postgres", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_dedup_and_caps_in_process() {
+    dedup_and_frequency_caps("sqlite", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dedup_and_caps_in_process() {
+    dedup_and_frequency_caps("postgres", false).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_policies() {
     policies_record_their_outcome("postgres").await;
