@@ -27,6 +27,12 @@ pub struct AccountConfig {
     /// Seconds a supplier call may take.
     #[serde(default = "ten")]
     pub timeout_secs: u64,
+    /// Sends per second through this account, shared by every worker and process (absent: no limit).
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<f64>,
+    /// Sends at once before the rate applies (default: one second's worth).
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -45,6 +51,7 @@ impl std::fmt::Debug for AccountConfig {
             .field("channel", &self.channel)
             .field("supplier", &self.supplier)
             .field("weight", &self.weight)
+            .field("rate_limit_per_sec", &self.rate_limit_per_sec)
             .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -55,6 +62,8 @@ pub struct Account {
     pub channel: Channel,
     pub weight: u32,
     pub supplier: Arc<dyn Supplier>,
+    /// `(per second, burst)`.
+    pub rate_limit: Option<(f64, u32)>,
 }
 
 /// Every account, and the built-in inbox.
@@ -122,11 +131,27 @@ impl Accounts {
                     channel: config.channel,
                 });
             }
+            let rate_limit = match config.rate_limit_per_sec {
+                Some(rate) if rate.is_finite() && rate > 0.0 => {
+                    let burst = config
+                        .rate_limit_burst
+                        .unwrap_or_else(|| rate.ceil().max(1.0) as u32);
+                    Some((rate, burst.max(1)))
+                }
+                Some(rate) => {
+                    return Err(AccountError::Client {
+                        id: config.id.clone(),
+                        message: format!("rate_limit_per_sec must be above 0, not {rate}"),
+                    });
+                }
+                None => None,
+            };
             accounts.push(Account {
                 id: config.id.clone(),
                 channel: config.channel,
                 weight: config.weight,
                 supplier,
+                rate_limit,
             });
         }
         if !accounts.iter().any(|a| a.channel == Channel::Inbox) {
@@ -135,6 +160,7 @@ impl Accounts {
                 channel: Channel::Inbox,
                 weight: 1,
                 supplier: Arc::new(InboxSupplier),
+                rate_limit: None,
             });
         }
         Ok(Accounts {

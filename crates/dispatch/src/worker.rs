@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use cache::{Cache, DedupOutcome, FrequencyOutcome, PolicyCache};
+use cache::{Cache, DedupOutcome, FrequencyOutcome, PolicyCache, TokenOutcome};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -296,6 +296,39 @@ pub async fn process(
         )
         .await;
     };
+    // The account's shared rate: over it, wait for a token without spending an attempt. A
+    // supplier's own 429 pauses the account for every worker the same way.
+    let paused = cache.paused_until(&account.id, now).await?;
+    let wait_until = match (paused, account.rate_limit) {
+        (Some(until_ms), _) => DateTime::from_timestamp_millis(until_ms),
+        (None, Some((rate, burst))) => match cache
+            .take_token(&format!("account:{}", account.id), rate, burst, now)
+            .await?
+        {
+            TokenOutcome::Taken => None,
+            TokenOutcome::Wait { retry_after_ms } => Some(
+                now + chrono::Duration::milliseconds(
+                    i64::try_from(retry_after_ms).unwrap_or(i64::MAX / 2),
+                ),
+            ),
+        },
+        (None, None) => None,
+    };
+    if let Some(until) = wait_until {
+        let limited = MessageCommand::RateLimitMessage {
+            account: account.id.clone(),
+            until,
+            at: now,
+        };
+        return append_outcome(
+            store,
+            &stream,
+            &metadata,
+            decide_all(vec![limited]),
+            Next::Reschedule(until),
+        )
+        .await;
+    }
     let attempt = state.attempts + 1;
     let outbound = Outbound {
         message_id: accepted.message_id,
@@ -337,10 +370,14 @@ pub async fn process(
             (commands, Next::Remove)
         }
         Err(SendError::Throttled { retry_after, .. }) => {
-            // The account is over its rate: wait as asked, without spending an attempt.
+            // The account is over its rate: wait as asked, without spending an attempt, and
+            // hold every other worker off the account meanwhile.
             let until = at
                 + chrono::Duration::from_std(retry_after.unwrap_or(Duration::from_secs(1)))
                     .unwrap_or_default();
+            cache
+                .pause(&account_id, until.timestamp_millis(), at)
+                .await?;
             (
                 vec![MessageCommand::RateLimitMessage {
                     account: account_id,

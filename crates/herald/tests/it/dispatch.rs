@@ -383,6 +383,71 @@ async fn dedup_and_frequency_caps(backend: &str, redis: bool) {
     app.finish().await;
 }
 
+/// An account's rate is shared by every worker: over it, messages wait for a token and record
+/// `MessageRateLimited`, spending no attempt.
+async fn an_account_rate_limit_spaces_sends(backend: &str) {
+    let app = spawn(backend, |c| {
+        c.accounts = vec![toml::from_str(&format!(
+            "id = \"hooks\"\nchannel = \"WEBHOOK\"\nsupplier = \"webhook\"\nrate_limit_per_sec = 2.0\nrate_limit_burst = 1\ncredentials = {{ secret = \"{SECRET}\" }}"
+        ))
+        .unwrap()];
+    })
+    .await;
+    let (url, calls) = receiver().await;
+    let (id, key) = template(&app, "WEBHOOK").await;
+    let query =
+        "mutation($input: BatchSendInput!) { batchSend(input: $input) { messages { id } } }";
+    let items: Vec<Value> = (0..3).map(|i| json!({ "receivers": [format!("{url}/ok?i={i}")], "variables": { "n": i.to_string() } })).collect();
+    let (_, sent) = app
+        .gql(
+            Some(&key),
+            query,
+            json!({ "input": { "templateId": id, "items": items } }),
+        )
+        .await;
+    let streams: Vec<String> = sent["data"]["batchSend"]["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{sent}"))
+        .iter()
+        .map(|m| format!("message-{}", m["id"].as_str().unwrap()))
+        .collect();
+    let mut limited = 0;
+    let mut dispatched_at = Vec::new();
+    for stream in &streams {
+        let types = wait_for(&app, stream, "MessageDispatched").await;
+        limited += types.iter().filter(|t| *t == "MessageRateLimited").count();
+        let events = app.store.read_stream(stream, 1, 100).await.unwrap();
+        let data = events.last().unwrap().data_json().unwrap();
+        assert_eq!(data["attempt"], 1, "waiting for the rate spends no attempt");
+        dispatched_at.push(
+            data["at"]
+                .as_str()
+                .unwrap()
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap(),
+        );
+    }
+    assert!(limited >= 2, "two of three waited for a token: {limited}");
+    dispatched_at.sort();
+    let spread = dispatched_at[2] - dispatched_at[0];
+    assert!(
+        spread >= chrono::Duration::milliseconds(900),
+        "3 sends at 2/s with a burst of 1 take about a second: {spread}"
+    );
+    assert_eq!(calls.lock().unwrap().len(), 3);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_account_rate_limit() {
+    an_account_rate_limit_spaces_sends("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_account_rate_limit() {
+    an_account_rate_limit_spaces_sends("postgres").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_dedup_and_caps_on_redis() {
     dedup_and_frequency_caps("postgres", true).await;
