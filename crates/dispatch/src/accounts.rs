@@ -177,6 +177,11 @@ impl Accounts {
         channels
     }
 
+    /// The account with this id, if it is still configured.
+    pub fn find(&self, id: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
+
     /// The account a template names, when it serves the channel; otherwise the channel's
     /// heaviest account. (Weighted splitting and failover come with the full pipeline.)
     pub fn pick(&self, channel: Channel, named: &str) -> Option<&Account> {

@@ -27,4 +27,17 @@ impl Supplier for InboxSupplier {
     fn delivers_on_send(&self) -> bool {
         true
     }
+
+    /// The inbox is Herald's own: recalling is recording it, and the inbox view drops the message.
+    fn recall<'a>(
+        &'a self,
+        _message: &'a Outbound<'a>,
+        _supplier_message_id: Option<&'a str>,
+    ) -> Option<SendFuture<'a>> {
+        Some(Box::pin(async {
+            Ok(Sent {
+                supplier_message_id: None,
+            })
+        }))
+    }
 }

@@ -74,4 +74,13 @@ pub trait Supplier: Send + Sync {
     fn delivers_on_send(&self) -> bool {
         false
     }
+
+    /// Takes a delivered message back, where the channel can. `None`: this supplier cannot.
+    fn recall<'a>(
+        &'a self,
+        _message: &'a Outbound<'a>,
+        _supplier_message_id: Option<&'a str>,
+    ) -> Option<SendFuture<'a>> {
+        None
+    }
 }

@@ -532,7 +532,7 @@ async fn update_queue(
     }
 }
 
-fn encode(event: &MessageEvent, metadata: &EventMetadata) -> NewEvent {
+pub(crate) fn encode(event: &MessageEvent, metadata: &EventMetadata) -> NewEvent {
     NewEvent {
         event_id: uuid::Uuid::now_v7(),
         event_type: event.event_type().to_owned(),

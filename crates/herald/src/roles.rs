@@ -8,6 +8,7 @@ use cache::Cache;
 use dispatch::accounts::{AccountConfig, Accounts};
 use dispatch::policy::{Limits, NightWindow};
 use dispatch::queue::{self, Enqueuer};
+use dispatch::recall::{self, Recaller};
 use dispatch::worker::{self, RetryPolicy, WorkerOptions};
 use domain::MessageType;
 use store::{CheckpointKey, Store, SubscriptionOptions};
@@ -97,6 +98,25 @@ pub fn start_dispatch(
         },
         ..WorkerOptions::default()
     };
+    {
+        let recaller = Recaller {
+            store: store.clone(),
+            accounts: accounts.clone(),
+        };
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let options = SubscriptionOptions {
+                filter: recall::filter(),
+                ..SubscriptionOptions::default()
+            };
+            let key = CheckpointKey::new(recall::SUBSCRIPTION, 0);
+            if let Err(error) =
+                store::subscription::run(&store, &key, None, &options, &recaller, &shutdown).await
+            {
+                tracing::error!(%error, "the dispatch recall subscription stopped");
+            }
+        });
+    }
     let worker_id = format!("worker-{}", uuid::Uuid::now_v7());
     let (redis_url, prefix) = (
         config.cache.redis_url.clone(),

@@ -438,6 +438,73 @@ async fn an_account_rate_limit_spaces_sends(backend: &str) {
     app.finish().await;
 }
 
+/// A message already handed over is recalled through its channel where it can be (the inbox),
+/// and otherwise ends in `RecallFailed` with the reason (a webhook cannot be taken back).
+async fn dispatched_messages_are_recalled_where_the_channel_can(backend: &str) {
+    let app = app_with_webhook(backend).await;
+    let (url, _calls) = receiver().await;
+    let recall =
+        "mutation($ids: [ID!]!) { recall(input: { messageIds: $ids }) { messages { status } } }";
+    let id_of = |stream: &str| stream.trim_start_matches("message-").to_owned();
+
+    let (inbox, key) = template(&app, "INBOX").await;
+    let delivered = send(&app, &key, &inbox, "user-1").await;
+    wait_for(&app, &delivered, "ReceiptReceived").await;
+    let recaller = app.key("acme", "recall").await;
+    let (_, answer) = app
+        .gql(
+            Some(&recaller),
+            recall,
+            json!({ "ids": [id_of(&delivered)] }),
+        )
+        .await;
+    assert_eq!(
+        answer["data"]["recall"]["messages"][0]["status"], "REQUESTED",
+        "{answer}"
+    );
+    wait_for(&app, &delivered, "MessageRecalled").await;
+    let data = app.store.read_stream(&delivered, 5, 1).await.unwrap()[0]
+        .data_json()
+        .unwrap();
+    assert_eq!(data["via_supplier"], true);
+
+    let (hook, key) = template(&app, "WEBHOOK").await;
+    let sent = send(&app, &key, &hook, &format!("{url}/ok")).await;
+    wait_for(&app, &sent, "MessageDispatched").await;
+    app.gql(Some(&recaller), recall, json!({ "ids": [id_of(&sent)] }))
+        .await;
+    assert_eq!(
+        wait_for(&app, &sent, "RecallFailed").await,
+        [
+            "MessageAccepted",
+            "MessageDispatched",
+            "RecallRequested",
+            "RecallFailed"
+        ]
+    );
+    let data = app.store.read_stream(&sent, 4, 1).await.unwrap()[0]
+        .data_json()
+        .unwrap();
+    assert!(
+        data["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("CHANNEL_CANNOT_RECALL"),
+        "{data}"
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_recall_after_dispatch() {
+    dispatched_messages_are_recalled_where_the_channel_can("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_recall_after_dispatch() {
+    dispatched_messages_are_recalled_where_the_channel_can("postgres").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_account_rate_limit() {
     an_account_rate_limit_spaces_sends("sqlite").await;
