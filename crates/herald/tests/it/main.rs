@@ -3,6 +3,7 @@
 
 mod app;
 mod cli;
+mod crash;
 mod dispatch;
 mod graphql;
 mod limits;
