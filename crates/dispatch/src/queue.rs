@@ -38,43 +38,73 @@ pub struct Enqueuer;
 
 impl store::Handler for Enqueuer {
     async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        // Rows go in by the hundred: one enqueuer serves every lane, and a flood accepted in
+        // one lane must not hold back the next message of another for long.
+        let mut rows: Vec<(String, String, String, i64)> = Vec::new();
         for recorded in events {
             let data: serde_json::Value = serde_json::from_str(&recorded.data)?;
-            let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
-            match event {
+            match MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)? {
                 MessageEvent::MessageAccepted(accepted) => {
                     // A scheduled send waits in the queue until its time.
                     let due = accepted
                         .send_at
                         .map_or(accepted.at, |send_at| send_at.max(accepted.at));
-                    let lane = lane(accepted.channel, accepted.msg_type);
-                    on_tx!(tx, |conn| {
-                        sqlx::query(
-                        "INSERT INTO dispatch_queue (message_id, tenant_id, lane, due_at) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (message_id) DO NOTHING"
-                    )
-                    .bind(accepted.message_id.to_string())
-                    .bind(accepted.tenant.as_str())
-                    .bind(&lane)
-                    .bind(due.timestamp_millis())
-                    .execute(conn)
-                    .await
-                    .map(|r| r.rows_affected())
-                    })?;
+                    rows.push((
+                        accepted.message_id.to_string(),
+                        accepted.tenant.to_string(),
+                        lane(accepted.channel, accepted.msg_type),
+                        due.timestamp_millis(),
+                    ));
                 }
                 MessageEvent::MessageRecalled(_) => {
+                    // Its row may be among those not yet inserted: insert first, then remove.
+                    insert(tx, &rows).await?;
+                    rows.clear();
                     let id = recorded
                         .stream_id
                         .strip_prefix("message-")
-                        .unwrap_or(&recorded.stream_id)
-                        .to_owned();
-                    remove(tx, &id).await?;
+                        .unwrap_or(&recorded.stream_id);
+                    remove(tx, id).await?;
                 }
                 _ => {}
             }
         }
+        insert(tx, &rows).await?;
         Ok(())
     }
+}
+
+/// Inserts queue rows, many per statement.
+async fn insert(
+    tx: &mut StoreTx,
+    rows: &[(String, String, String, i64)],
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(200) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "(${}, ${}, ${}, ${})",
+                    i * 4 + 1,
+                    i * 4 + 2,
+                    i * 4 + 3,
+                    i * 4 + 4
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO dispatch_queue (message_id, tenant_id, lane, due_at) VALUES {} \
+             ON CONFLICT (message_id) DO NOTHING",
+            values.join(", ")
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for (id, tenant, lane, due) in chunk {
+                query = query.bind(id).bind(tenant).bind(lane).bind(due);
+            }
+            query.execute(conn).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
 }
 
 /// Claims up to `limit` due messages of `lane` for `lease_ms`.
