@@ -176,7 +176,18 @@ async fn try_recall(
         });
     }
     if !appends.is_empty() {
-        store.append(&appends).await?;
+        // A message recalled before dispatch leaves its lane's queue in the same commit.
+        let mut tx = store.begin().await?;
+        store.append_in(&mut tx, &appends).await?;
+        for outcome in outcomes
+            .iter()
+            .filter(|o| o.status == RecallStatus::Recalled)
+        {
+            store::queue::remove(&mut tx, &outcome.message_id.to_string())
+                .await
+                .map_err(CommandError::internal)?;
+        }
+        tx.commit().await?;
     }
     Ok(outcomes)
 }

@@ -11,6 +11,7 @@ use domain::{
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use store::queue::QueueRow;
 use store::{EventStore, ExpectedVersion, Store, StoreError, StreamAppend};
 
 use crate::error::{Code, CommandError};
@@ -166,22 +167,41 @@ pub async fn send(
         events: vec![events::encode(&accepted, &metadata)],
     });
 
-    match cx.store.append(&appends).await {
-        Ok(_) => Ok(SendOutcome {
-            request_id,
-            messages: sent,
-            replayed: false,
-        }),
-        // Another call with the same request id won the race: answer what it answered.
-        Err(StoreError::WrongExpectedVersion { stream_id, .. }) if stream_id == send_stream => {
-            replay(cx.store, &send_stream, &fingerprint)
+    // The messages join their lanes' dispatch queue in the same commit, so dispatch sees them
+    // at once and no shared feed stands before the lanes.
+    let rows: Vec<QueueRow> = sent
+        .iter()
+        .map(|m| QueueRow {
+            message_id: m.message_id.to_string(),
+            tenant_id: tenant.to_string(),
+            lane: domain::lane(info.channel, info.msg_type),
+            due_at: request.send_at.map_or(now, |at| at.max(now)),
+        })
+        .collect();
+    let mut tx = cx.store.begin().await?;
+    match cx.store.append_in(&mut tx, &appends).await {
+        Ok(_) => {}
+        // Another call with the same request id won the race: answer what it answered. Its
+        // commit may show as a stale version or as a clash on the request's stream.
+        Err(StoreError::WrongExpectedVersion { .. } | StoreError::ConcurrentAppend) => {
+            tx.rollback().await?;
+            return replay(cx.store, &send_stream, &fingerprint)
                 .await?
                 .ok_or_else(|| {
                     CommandError::internal("a send stream that exists could not be read")
-                })
+                });
         }
-        Err(error) => Err(error.into()),
+        Err(error) => return Err(error.into()),
     }
+    store::queue::enqueue(&mut tx, &rows)
+        .await
+        .map_err(CommandError::internal)?;
+    tx.commit().await?;
+    Ok(SendOutcome {
+        request_id,
+        messages: sent,
+        replayed: false,
+    })
 }
 
 fn check_sizes(

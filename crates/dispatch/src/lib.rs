@@ -7,18 +7,16 @@
 //! - [`inbox`]: the INBOX channel, delivered on send.
 //! - [`worker`]: lane workers that claim, send and record the outcome.
 //! - [`policy`]: the policy rules as pure functions (night shield).
-//! - [`queue`]: the dispatch queue, in lanes per channel and message type, with leased claims.
 //! - [`recall`]: recall of messages already handed over, through the supplier where the channel can.
 //! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
 //!
 //! Still to come (issue 4): the worker pipeline (shield, dedup, caps, rate limits, failover)
-//! on top of the queue, and the SMS, email and inbox suppliers.
+//! on top of the queue (`store::queue`), and the SMS, email and inbox suppliers.
 
 pub mod accounts;
 pub mod http;
 pub mod inbox;
 pub mod policy;
-pub mod queue;
 pub mod recall;
 pub mod supplier;
 pub mod webhook;

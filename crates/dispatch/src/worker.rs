@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Accounts;
 use crate::policy::{self, Limits, NightAction, NightWindow};
-use crate::queue::{self, Claimed};
 use crate::supplier::{Outbound, SendError};
+use store::queue::{self, Claimed};
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {

@@ -81,3 +81,9 @@ wire_enum! {
         NightDefer = "NIGHT_DEFER",
     }
 }
+
+/// The dispatch lane of a channel and message type: each lane is queued and worked apart, so a
+/// marketing flood never delays auth codes. One name everywhere: `SMS.AUTH_CODE`.
+pub fn lane(channel: Channel, msg_type: MessageType) -> String {
+    format!("{}.{}", channel.as_str(), msg_type.as_str())
+}

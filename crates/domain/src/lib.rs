@@ -37,7 +37,7 @@ pub mod template_decide;
 pub mod template_event;
 pub mod wire;
 
-pub use channel::{Channel, MessageType, ReceiverIdType, ShieldType};
+pub use channel::{Channel, MessageType, ReceiverIdType, ShieldType, lane};
 pub use ids::{EventId, IdError, MessageId, RequestId, TemplateId, TenantId, send_stream_name};
 pub use message::{
     DedupRule, DeferReason, DiscardRule, ErrorClass, MessageEvent, ReceiptOutcome, TrackedLink,

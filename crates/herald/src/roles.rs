@@ -1,5 +1,6 @@
-//! The dispatch role: the subscription that feeds the dispatch queue, and one worker per lane
-//! (channel and message type) for every channel that has an account.
+//! The dispatch role: one worker per lane (channel and message type) for every channel that has
+//! an account, and the subscription that recalls messages already handed over. The send chain
+//! puts messages in their lane's queue itself, in the transaction that accepts them.
 
 use std::time::Duration;
 
@@ -7,7 +8,6 @@ use anyhow::Context;
 use cache::Cache;
 use dispatch::accounts::{AccountConfig, Accounts};
 use dispatch::policy::{Limits, NightWindow};
-use dispatch::queue::{self, Enqueuer};
 use dispatch::recall::{self, Recaller};
 use dispatch::worker::{self, RetryPolicy, WorkerOptions};
 use domain::MessageType;
@@ -51,21 +51,6 @@ pub fn start_dispatch(
     }
     let accounts =
         Accounts::from_config(&resolve(&config.accounts)?).context("configuring accounts")?;
-    {
-        let (store, shutdown) = (store.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let options = SubscriptionOptions {
-                filter: queue::filter(),
-                ..SubscriptionOptions::default()
-            };
-            let key = CheckpointKey::new(queue::SUBSCRIPTION, 0);
-            if let Err(error) =
-                store::subscription::run(&store, &key, None, &options, &Enqueuer, &shutdown).await
-            {
-                tracing::error!(%error, "the dispatch queue subscription stopped");
-            }
-        });
-    }
     let d = &config.dispatch;
     let time = |name: &str, value: &str| {
         chrono::NaiveTime::parse_from_str(value, "%H:%M")
@@ -132,7 +117,7 @@ pub fn start_dispatch(
         let mut lanes = JoinSet::new();
         for channel in accounts.channels() {
             for msg_type in MessageType::ALL {
-                let lane = queue::lane(channel, *msg_type);
+                let lane = domain::lane(channel, *msg_type);
                 tracing::info!(%lane, "dispatch lane started");
                 lanes.spawn(worker::run_lane(
                     store.clone(),

@@ -6,6 +6,7 @@
 //!   default) implement it, and [`Store`] picks one by URL.
 //! - [`subscription`]: catch-up-then-live readers that move checkpoints with their writes.
 //! - [`group`]: consumer groups sharing partitions through leases.
+//! - [`queue`]: a work queue in lanes, with leased claims (dispatch's due queue).
 //!
 //! The store knows nothing of messages or templates: events arrive as JSON with a type name.
 
@@ -17,6 +18,7 @@ mod event_store;
 pub mod group;
 mod migrate;
 mod postgres;
+pub mod queue;
 mod sqlite;
 pub mod subscription;
 pub mod types;

@@ -1,5 +1,4 @@
 //! Suppliers against local fake services that check what the real ones check.
 #![allow(clippy::unwrap_used)]
 
-mod queue;
 mod webhook;

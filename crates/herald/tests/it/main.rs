@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod dispatch;
 mod graphql;
+mod isolation;
 mod limits;
 mod readme;
 mod serve;

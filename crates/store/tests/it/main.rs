@@ -8,5 +8,6 @@ mod contract;
 mod doorbell;
 mod leases;
 mod no_skip;
+mod queue;
 mod sqlite_restart;
 mod support;

@@ -1,31 +1,24 @@
-//! The dispatch queue: one row per message waiting to go out, in lanes of channel and message
-//! type. The `dispatch-queue` subscription enqueues accepted messages and removes recalled ones,
-//! in the transaction that moves its checkpoint, so each is enqueued exactly once. Workers claim
-//! due rows of their lane for a lease (`FOR UPDATE SKIP LOCKED` on Postgres, so concurrent
-//! workers never take the same row); a claim whose worker died expires and is taken again.
+//! A work queue in lanes: one row per item waiting, due at a time. Dispatch keeps its messages
+//! here, one lane per channel and message type, so a flood in one lane never queues ahead of
+//! another. Rows are written in the transaction that accepts a message (so no shared feed stands
+//! before the lanes), claimed for a lease (`FOR UPDATE SKIP LOCKED` on Postgres, so concurrent
+//! workers never take the same row; a claim whose worker died expires and is taken again), and
+//! removed or rescheduled in the transaction that records the outcome.
 
 use chrono::{DateTime, Utc};
-use domain::{Channel, MessageEvent, MessageType};
-use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, on_tx};
 
-/// The subscription that feeds the queue.
-pub const SUBSCRIPTION: &str = "dispatch-queue";
+use crate::{Store, StoreTx, on_tx};
 
-/// A lane: the messages of one channel and message type, dispatched apart from every other lane.
-pub fn lane(channel: Channel, msg_type: MessageType) -> String {
-    format!("{}.{}", channel.as_str(), msg_type.as_str())
+/// An item to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRow {
+    pub message_id: String,
+    pub tenant_id: String,
+    pub lane: String,
+    pub due_at: DateTime<Utc>,
 }
 
-/// What the subscription reads: message streams, and only the events that change the queue.
-pub fn filter() -> LogFilter {
-    LogFilter {
-        categories: vec!["message".to_owned()],
-        event_types: vec!["MessageAccepted".to_owned(), "MessageRecalled".to_owned()],
-        partition: None,
-    }
-}
-
-/// A claimed message.
+/// A claimed item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
     pub message_id: String,
@@ -33,52 +26,8 @@ pub struct Claimed {
     pub due_at: i64,
 }
 
-/// Feeds the queue from the log; a transactional handler, so exactly once.
-pub struct Enqueuer;
-
-impl store::Handler for Enqueuer {
-    async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
-        // Rows go in by the hundred: one enqueuer serves every lane, and a flood accepted in
-        // one lane must not hold back the next message of another for long.
-        let mut rows: Vec<(String, String, String, i64)> = Vec::new();
-        for recorded in events {
-            let data: serde_json::Value = serde_json::from_str(&recorded.data)?;
-            match MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)? {
-                MessageEvent::MessageAccepted(accepted) => {
-                    // A scheduled send waits in the queue until its time.
-                    let due = accepted
-                        .send_at
-                        .map_or(accepted.at, |send_at| send_at.max(accepted.at));
-                    rows.push((
-                        accepted.message_id.to_string(),
-                        accepted.tenant.to_string(),
-                        lane(accepted.channel, accepted.msg_type),
-                        due.timestamp_millis(),
-                    ));
-                }
-                MessageEvent::MessageRecalled(_) => {
-                    // Its row may be among those not yet inserted: insert first, then remove.
-                    insert(tx, &rows).await?;
-                    rows.clear();
-                    let id = recorded
-                        .stream_id
-                        .strip_prefix("message-")
-                        .unwrap_or(&recorded.stream_id);
-                    remove(tx, id).await?;
-                }
-                _ => {}
-            }
-        }
-        insert(tx, &rows).await?;
-        Ok(())
-    }
-}
-
-/// Inserts queue rows, many per statement.
-async fn insert(
-    tx: &mut StoreTx,
-    rows: &[(String, String, String, i64)],
-) -> Result<(), sqlx::Error> {
+/// Enqueues rows inside a write transaction, many per statement; a row already there is kept.
+pub async fn enqueue(tx: &mut StoreTx, rows: &[QueueRow]) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(200) {
         let values: Vec<String> = (0..chunk.len())
             .map(|i| {
@@ -98,8 +47,12 @@ async fn insert(
         );
         on_tx!(tx, |conn| {
             let mut query = sqlx::query(&sql);
-            for (id, tenant, lane, due) in chunk {
-                query = query.bind(id).bind(tenant).bind(lane).bind(due);
+            for row in chunk {
+                query = query
+                    .bind(&row.message_id)
+                    .bind(&row.tenant_id)
+                    .bind(&row.lane)
+                    .bind(row.due_at.timestamp_millis());
             }
             query.execute(conn).await.map(|r| r.rows_affected())
         })?;

@@ -1,0 +1,139 @@
+//! The work queue on both backends: lanes apart, items held until due, concurrent claims
+//! disjoint, expired claims taken again, and outcomes that remove or reschedule in a transaction.
+
+use std::collections::HashSet;
+
+use chrono::{Duration, Utc};
+use store::queue::{self, QueueRow};
+use store::{EventStore, Store};
+
+use crate::support::both_backends;
+
+both_backends!(
+    claims_respect_lanes_due_times_and_leases,
+    concurrent_claims_never_share_an_item
+);
+
+async fn enqueue(store: &Store, lane: &str, due: chrono::DateTime<Utc>, n: usize) -> Vec<String> {
+    let rows: Vec<QueueRow> = (0..n)
+        .map(|_| QueueRow {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            tenant_id: "acme".into(),
+            lane: lane.into(),
+            due_at: due,
+        })
+        .collect();
+    let mut tx = store.begin().await.unwrap();
+    queue::enqueue(&mut tx, &rows).await.unwrap();
+    // Enqueuing again changes nothing.
+    queue::enqueue(&mut tx, &rows).await.unwrap();
+    tx.commit().await.unwrap();
+    rows.into_iter().map(|r| r.message_id).collect()
+}
+
+async fn claims_respect_lanes_due_times_and_leases(store: Store) {
+    let now = Utc::now();
+    let later = now + Duration::hours(1);
+    let codes = enqueue(&store, "SMS.AUTH_CODE", now, 3).await;
+    enqueue(&store, "SMS.MARKETING", now, 2).await;
+    let scheduled = enqueue(&store, "SMS.AUTH_CODE", later, 1).await;
+
+    let first = queue::claim(&store, "SMS.AUTH_CODE", "a", now, 30_000, 10)
+        .await
+        .unwrap();
+    let ids: HashSet<String> = first.iter().map(|c| c.message_id.clone()).collect();
+    assert_eq!(
+        ids,
+        codes.iter().cloned().collect(),
+        "due items only, not the scheduled one"
+    );
+    assert!(
+        queue::claim(&store, "SMS.AUTH_CODE", "b", now, 30_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "claimed rows are taken"
+    );
+    assert_eq!(
+        queue::claim(&store, "SMS.MARKETING", "b", now, 30_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "lanes are apart"
+    );
+
+    // A dead worker's claim expires and is taken again.
+    let again = queue::claim(
+        &store,
+        "SMS.AUTH_CODE",
+        "b",
+        now + Duration::seconds(31),
+        30_000,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.len(), 3);
+    // The scheduled item is due at its time.
+    let due = queue::claim(&store, "SMS.AUTH_CODE", "c", later, 30_000, 10)
+        .await
+        .unwrap();
+    assert!(due.iter().any(|c| c.message_id == scheduled[0]));
+
+    // Outcomes: remove one, reschedule another, in a transaction.
+    let mut tx = store.begin().await.unwrap();
+    queue::remove(&mut tx, &codes[0]).await.unwrap();
+    queue::reschedule(&mut tx, &codes[1], later + Duration::hours(1))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let at_later = queue::claim(
+        &store,
+        "SMS.AUTH_CODE",
+        "d",
+        later + Duration::minutes(1),
+        30_000,
+        10,
+    )
+    .await
+    .unwrap();
+    let ids: HashSet<String> = at_later.iter().map(|c| c.message_id.clone()).collect();
+    assert!(!ids.contains(&codes[0]), "removed");
+    assert!(!ids.contains(&codes[1]), "rescheduled is not due yet");
+    assert!(ids.contains(&codes[2]));
+}
+
+async fn concurrent_claims_never_share_an_item(store: Store) {
+    let now = Utc::now();
+    let items = enqueue(&store, "SMS.NOTICE", now, 40).await;
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch =
+                        queue::claim(&store, "SMS.NOTICE", &format!("w{w}"), now, 30_000, 3)
+                            .await
+                            .unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|c| c.message_id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(
+        (all.len(), unique.len()),
+        (40, 40),
+        "each item claimed exactly once"
+    );
+    assert_eq!(unique, items.iter().collect());
+}
