@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::Channel;
+use domain::{Channel, MessageId};
 use serde::Deserialize;
 
 use crate::inbox::InboxSupplier;
@@ -182,12 +182,124 @@ impl Accounts {
         self.accounts.iter().find(|a| a.id == id)
     }
 
-    /// The account a template names, when it serves the channel; otherwise the channel's
-    /// heaviest account. (Weighted splitting and failover come with the full pipeline.)
-    pub fn pick(&self, channel: Channel, named: &str) -> Option<&Account> {
-        let serving = || self.accounts.iter().filter(move |a| a.channel == channel);
-        serving()
-            .find(|a| a.id == named)
-            .or_else(|| serving().max_by_key(|a| a.weight))
+    /// The account a template names, when it serves the channel; otherwise one of the channel's
+    /// accounts chosen by weight. The choice is a function of the message id, so a message
+    /// redelivered after a crash goes to the same account, and traffic splits by weight.
+    pub fn pick(&self, channel: Channel, named: &str, message: MessageId) -> Option<&Account> {
+        let serving = || {
+            self.accounts
+                .iter()
+                .filter(move |a| a.channel == channel && a.weight > 0)
+        };
+        if let Some(account) = serving().find(|a| a.id == named) {
+            return Some(account);
+        }
+        let total: u64 = serving().map(|a| u64::from(a.weight)).sum();
+        if total == 0 {
+            return None;
+        }
+        // The low bits of a UUID v7 are random, so they spread evenly over the weights.
+        let mut point = (message.as_uuid().as_u128() as u64) % total;
+        serving().find(|a| {
+            let weight = u64::from(a.weight);
+            if point < weight {
+                true
+            } else {
+                point -= weight;
+                false
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(id: &str, weight: u32) -> AccountConfig {
+        let mut credentials = BTreeMap::new();
+        credentials.insert("secret".to_owned(), "s".to_owned());
+        AccountConfig {
+            id: id.to_owned(),
+            channel: Channel::Webhook,
+            supplier: "webhook".to_owned(),
+            weight,
+            credentials,
+            timeout_secs: 1,
+            rate_limit_per_sec: None,
+            rate_limit_burst: None,
+        }
+    }
+
+    #[test]
+    fn traffic_splits_by_weight_and_a_message_always_picks_the_same_account() {
+        let accounts =
+            Accounts::from_config(&[account("a", 1), account("b", 3)]).expect("accounts");
+        let mut to_b = 0;
+        for _ in 0..10_000 {
+            let message = MessageId::generate();
+            let picked = accounts
+                .pick(Channel::Webhook, "group", message)
+                .expect("an account")
+                .id
+                .clone();
+            assert_eq!(
+                accounts
+                    .pick(Channel::Webhook, "group", message)
+                    .expect("again")
+                    .id,
+                picked
+            );
+            to_b += usize::from(picked == "b");
+        }
+        assert!(
+            (7_000..8_000).contains(&to_b),
+            "about three quarters to b: {to_b}"
+        );
+        // A named account is used as named.
+        assert_eq!(
+            accounts
+                .pick(Channel::Webhook, "a", MessageId::generate())
+                .expect("a")
+                .id,
+            "a"
+        );
+        // The inbox is always there; a channel with no account has none.
+        assert!(
+            accounts
+                .pick(Channel::Inbox, "", MessageId::generate())
+                .is_some()
+        );
+        assert!(
+            accounts
+                .pick(Channel::Sms, "", MessageId::generate())
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_accounts_are_refused_with_the_reason() {
+        let mut wrong = account("x", 1);
+        wrong.channel = Channel::Sms;
+        assert!(matches!(
+            Accounts::from_config(&[wrong]),
+            Err(AccountError::WrongChannel { .. })
+        ));
+        let mut no_secret = account("x", 1);
+        no_secret.credentials.clear();
+        assert!(matches!(
+            Accounts::from_config(&[no_secret]),
+            Err(AccountError::MissingCredential { .. })
+        ));
+        assert!(matches!(
+            Accounts::from_config(&[account("x", 1), account("x", 1)]),
+            Err(AccountError::Duplicate(_))
+        ));
+        let mut unknown = account("x", 1);
+        unknown.supplier = "carrier-pigeon".to_owned();
+        assert!(matches!(
+            Accounts::from_config(&[unknown]),
+            Err(AccountError::UnknownSupplier { .. })
+        ));
     }
 }

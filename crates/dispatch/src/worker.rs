@@ -287,7 +287,8 @@ pub async fn process(
             .await;
         }
     }
-    let Some(account) = accounts.pick(accepted.channel, &accepted.account) else {
+    let Some(account) = accounts.pick(accepted.channel, &accepted.account, accepted.message_id)
+    else {
         // No account serves this channel any more: leave it queued for when one does.
         return finish(
             store,
