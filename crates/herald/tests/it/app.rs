@@ -72,6 +72,12 @@ impl TestApp {
         .post(key, body)
         .await
     }
+
+    pub fn client(&self) -> Client {
+        Client {
+            address: self.address,
+        }
+    }
 }
 
 /// Speaks HTTP to a running Herald.
@@ -80,7 +86,47 @@ pub struct Client {
     pub address: SocketAddr,
 }
 
+/// A WEBHOOK account `hooks` signing with `secret`; `extra` adds TOML lines (a rate limit...).
+pub fn webhook_account(secret: &str, extra: &str) -> dispatch::accounts::AccountConfig {
+    let text = format!(
+        "id = \"hooks\"\nchannel = \"WEBHOOK\"\nsupplier = \"webhook\"\n{extra}\ncredentials = {{ secret = \"{secret}\" }}"
+    );
+    toml::from_str(&text).unwrap()
+}
+
 impl Client {
+    /// Creates a template from `input`, submits it as `author` and approves it as `reviewer`:
+    /// the steps every sending test starts with. Returns the template's id.
+    pub async fn approved_template(
+        &self,
+        author: &str,
+        reviewer: &str,
+        input: serde_json::Value,
+    ) -> String {
+        let create =
+            "mutation($input: CreateTemplateInput!) { createTemplate(input: $input) { id } }";
+        let (_, created) = self
+            .gql(Some(author), create, serde_json::json!({ "input": input }))
+            .await;
+        let id = created["data"]["createTemplate"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{created}"))
+            .to_owned();
+        let submit = "mutation($id: ID!) { submitTemplate(id: $id) { latestVersion } }";
+        self.gql(Some(author), submit, serde_json::json!({ "id": id }))
+            .await;
+        let approve =
+            "mutation($id: ID!) { approveTemplate(id: $id, version: 1) { approvedVersion } }";
+        let (_, approved) = self
+            .gql(Some(reviewer), approve, serde_json::json!({ "id": id }))
+            .await;
+        assert_eq!(
+            approved["data"]["approveTemplate"]["approvedVersion"], 1,
+            "{approved}"
+        );
+        id
+    }
+
     /// POSTs a GraphQL request; returns the HTTP status and the JSON answer.
     pub async fn gql(
         &self,

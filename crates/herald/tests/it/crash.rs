@@ -77,30 +77,8 @@ async fn a_killed_dispatcher_leaves_every_message_with_one_outcome() {
     let api = Client {
         address: first.address,
     };
-    let create = json!({ "input": { "name": "n", "channel": "WEBHOOK", "msgType": "NOTICE", "content": { "kind": "TEXT", "body": "m ${i}" }, "account": "hooks", "ownerTeam": "t" } });
-    let (_, created) = api
-        .gql(
-            Some(&author),
-            "mutation($input: CreateTemplateInput!) { createTemplate(input: $input) { id } }",
-            create,
-        )
-        .await;
-    let id = created["data"]["createTemplate"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    api.gql(
-        Some(&author),
-        "mutation($id: ID!) { submitTemplate(id: $id) { latestVersion } }",
-        json!({ "id": id }),
-    )
-    .await;
-    api.gql(
-        Some(&reviewer),
-        "mutation($id: ID!) { approveTemplate(id: $id, version: 1) { approvedVersion } }",
-        json!({ "id": id }),
-    )
-    .await;
+    let template = json!({ "name": "n", "channel": "WEBHOOK", "msgType": "NOTICE", "content": { "kind": "TEXT", "body": "m ${i}" }, "account": "hooks", "ownerTeam": "t" });
+    let id = api.approved_template(&author, &reviewer, template).await;
 
     // 10,000 messages in one request: 100 items of 100 receivers.
     let items: Vec<_> = (0..100)

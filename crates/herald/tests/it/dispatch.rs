@@ -11,7 +11,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use store::EventStore;
 
-use crate::app::{TestApp, spawn};
+use crate::app::{TestApp, spawn, webhook_account};
 
 const SECRET: &str = "hook-secret";
 
@@ -59,10 +59,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
 async fn app_with_webhook(backend: &str) -> TestApp {
     spawn(backend, |c| {
         c.dispatch.retry_base_ms = 100;
-        c.accounts = vec![toml::from_str(&format!(
-            "id = \"hooks\"\nchannel = \"WEBHOOK\"\nsupplier = \"webhook\"\ncredentials = {{ secret = \"{SECRET}\" }}"
-        ))
-        .unwrap()];
+        c.accounts = vec![webhook_account(SECRET, "")];
     })
     .await
 }
@@ -76,27 +73,11 @@ async fn template_shielded(app: &TestApp, channel: &str, shield: &str) -> (Strin
     let author = app.key("acme", "admin").await;
     let reviewer = app.key("acme", "admin").await;
     let sender = app.key("acme", "send,read").await;
-    let create = "mutation($input: CreateTemplateInput!) { createTemplate(input: $input) { id } }";
     let input = json!({ "name": "n", "channel": channel, "msgType": "NOTICE", "shieldType": shield, "content": { "kind": "TEXT", "body": "Build ${n} finished" }, "account": "hooks", "ownerTeam": "ci" });
-    let (_, created) = app
-        .gql(Some(&author), create, json!({ "input": input }))
+    let id = app
+        .client()
+        .approved_template(&author, &reviewer, input)
         .await;
-    let id = created["data"]["createTemplate"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
-    app.gql(
-        Some(&author),
-        "mutation($id: ID!) { submitTemplate(id: $id) { latestVersion } }",
-        json!({ "id": id }),
-    )
-    .await;
-    app.gql(
-        Some(&reviewer),
-        "mutation($id: ID!) { approveTemplate(id: $id, version: 1) { approvedVersion } }",
-        json!({ "id": id }),
-    )
-    .await;
     (id, sender)
 }
 
@@ -222,10 +203,7 @@ fn night_now(c: &mut herald::config::Config) {
 async fn policies_record_their_outcome(backend: &str) {
     let app = spawn(backend, |c| {
         night_now(c);
-        c.accounts = vec![toml::from_str(&format!(
-            "id = \"hooks\"\nchannel = \"WEBHOOK\"\nsupplier = \"webhook\"\ncredentials = {{ secret = \"{SECRET}\" }}"
-        ))
-        .unwrap()];
+        c.accounts = vec![webhook_account(SECRET, "")];
     })
     .await;
     let (url, calls) = receiver().await;
@@ -270,9 +248,7 @@ async fn policies_record_their_outcome(backend: &str) {
 
 /// A template switched off after a message was accepted: the message is discarded, not sent.
 async fn a_disabled_template_discards_waiting_messages(backend: &str) {
-    let account = || -> dispatch::accounts::AccountConfig {
-        toml::from_str(&format!("id = \"hooks\"\nchannel = \"WEBHOOK\"\nsupplier = \"webhook\"\ncredentials = {{ secret = \"{SECRET}\" }}")).unwrap()
-    };
+    let account = || -> dispatch::accounts::AccountConfig { webhook_account(SECRET, "") };
     let app = spawn(backend, |c| {
         c.dispatch.enabled = false;
         c.accounts = vec![account()];
@@ -324,10 +300,7 @@ async fn dedup_and_frequency_caps(backend: &str, redis: bool) {
             c.cache.redis_url = crate::support::redis_url();
             c.cache.key_prefix = prefix.clone();
         }
-        c.accounts = vec![toml::from_str(&format!(
-            "id = \"hooks\"\nchannel = \"WEBHOOK\"\nsupplier = \"webhook\"\ncredentials = {{ secret = \"{SECRET}\" }}"
-        ))
-        .unwrap()];
+        c.accounts = vec![webhook_account(SECRET, "")];
     })
     .await;
     let (url, calls) = receiver().await;
@@ -387,10 +360,10 @@ async fn dedup_and_frequency_caps(backend: &str, redis: bool) {
 /// `MessageRateLimited`, spending no attempt.
 async fn an_account_rate_limit_spaces_sends(backend: &str) {
     let app = spawn(backend, |c| {
-        c.accounts = vec![toml::from_str(&format!(
-            "id = \"hooks\"\nchannel = \"WEBHOOK\"\nsupplier = \"webhook\"\nrate_limit_per_sec = 2.0\nrate_limit_burst = 1\ncredentials = {{ secret = \"{SECRET}\" }}"
-        ))
-        .unwrap()];
+        c.accounts = vec![webhook_account(
+            SECRET,
+            "rate_limit_per_sec = 2.0\nrate_limit_burst = 1",
+        )];
     })
     .await;
     let (url, calls) = receiver().await;

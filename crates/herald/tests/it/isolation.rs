@@ -9,36 +9,17 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use store::EventStore;
 
-use crate::app::{TestApp, spawn};
+use crate::app::{TestApp, spawn, webhook_account};
 
 async fn approved(app: &TestApp, msg_type: &str) -> (String, String) {
     let author = app.key("acme", "admin").await;
     let reviewer = app.key("acme", "admin").await;
     let sender = app.key("acme", "send").await;
-    let create = json!({ "input": { "name": msg_type, "channel": "WEBHOOK", "msgType": msg_type, "content": { "kind": "TEXT", "body": "m ${i}" }, "account": "hooks", "ownerTeam": "t" } });
-    let (_, created) = app
-        .gql(
-            Some(&author),
-            "mutation($input: CreateTemplateInput!) { createTemplate(input: $input) { id } }",
-            create,
-        )
+    let template = json!({ "name": msg_type, "channel": "WEBHOOK", "msgType": msg_type, "content": { "kind": "TEXT", "body": "m ${i}" }, "account": "hooks", "ownerTeam": "t" });
+    let id = app
+        .client()
+        .approved_template(&author, &reviewer, template)
         .await;
-    let id = created["data"]["createTemplate"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.gql(
-        Some(&author),
-        "mutation($id: ID!) { submitTemplate(id: $id) { latestVersion } }",
-        json!({ "id": id }),
-    )
-    .await;
-    app.gql(
-        Some(&reviewer),
-        "mutation($id: ID!) { approveTemplate(id: $id, version: 1) { approvedVersion } }",
-        json!({ "id": id }),
-    )
-    .await;
     (id, sender)
 }
 
@@ -68,7 +49,7 @@ async fn a_marketing_flood_never_delays_notices() {
     let herald = spawn("postgres", |c| {
         c.dispatch.dedup_window_secs = 0;
         c.dispatch.frequency_cap = 0;
-        c.accounts = vec![toml::from_str("id = \"hooks\"\nchannel = \"WEBHOOK\"\nsupplier = \"webhook\"\ncredentials = { secret = \"s\" }").unwrap()];
+        c.accounts = vec![webhook_account("s", "")];
     })
     .await;
     let (marketing, marketer) = approved(&herald, "MARKETING").await;

@@ -127,25 +127,10 @@ async fn random_json_never_breaks_the_chain(backend: &str) {
     let sender = app.key("acme", "send,recall,read").await;
     let create = "mutation($input: CreateTemplateInput!) { createTemplate(input: $input) { id } }";
     let input = json!({ "name": "c", "channel": "SMS", "msgType": "AUTH_CODE", "content": { "kind": "TEXT", "body": "code ${code}" }, "account": "a", "ownerTeam": "t" });
-    let (_, created) = app
-        .gql(Some(&author), create, json!({ "input": input }))
+    let id = app
+        .client()
+        .approved_template(&author, &reviewer, input)
         .await;
-    let id = created["data"]["createTemplate"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.gql(
-        Some(&author),
-        "mutation($id: ID!) { submitTemplate(id: $id) { latestVersion } }",
-        json!({ "id": id }),
-    )
-    .await;
-    app.gql(
-        Some(&reviewer),
-        "mutation($id: ID!) { approveTemplate(id: $id, version: 1) { approvedVersion } }",
-        json!({ "id": id }),
-    )
-    .await;
 
     let mut rng = StdRng::seed_from_u64(7);
     let send = "mutation($input: SendInput!) { send(input: $input) { messages { id } } }";
