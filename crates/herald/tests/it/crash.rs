@@ -12,7 +12,8 @@ use serde_json::json;
 use store::{EventStore, LogFilter};
 
 use crate::app::Client;
-use crate::support::{drop_database, empty_dir, herald, postgres_database, serve};
+use crate::deployment::Deployment;
+use crate::support::serve;
 
 const MESSAGES: usize = 10_000;
 
@@ -36,49 +37,20 @@ async fn a_killed_dispatcher_leaves_every_message_with_one_outcome() {
     let hook = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let url = postgres_database().await;
-    let dir = empty_dir();
-    std::fs::write(
-        dir.join("herald.toml"),
+    let deployment = Deployment::new(
         "[dispatch]\nconcurrency = 64\nlease_secs = 3\ndedup_window_secs = 0\nfrequency_cap = 0\n\n\
          [[accounts]]\nid = \"hooks\"\nchannel = \"WEBHOOK\"\nsupplier = \"webhook\"\ncredentials = { secret = \"s\" }\n",
     )
-    .unwrap();
-    let command = || {
-        let mut c = herald(&dir);
-        c.env("HERALD_DATABASE_URL", &url)
-            .env("HERALD_CONFIG", dir.join("herald.toml"));
-        c
-    };
-    let cli = |args: &[&str]| {
-        let mut c = command();
-        c.args(args);
-        c
-    };
-    assert!(
-        cli(&["tenant", "create", "acme"])
-            .status()
-            .await
-            .unwrap()
-            .success()
-    );
-    let key = |scopes: &str| {
-        let mut c = cli(&["apikey", "create", "--tenant", "acme", "--scopes", scopes]);
-        async move {
-            String::from_utf8(c.output().await.unwrap().stdout)
-                .unwrap()
-                .trim()
-                .to_owned()
-        }
-    };
-    let (author, reviewer, sender) = (key("admin").await, key("admin").await, key("send").await);
+    .await;
+    let (author, reviewer, sender) = (&deployment.author, &deployment.reviewer, &deployment.sender);
+    let command = || deployment.command();
 
     let mut first = serve(command()).await;
     let api = Client {
         address: first.address,
     };
     let template = json!({ "name": "n", "channel": "WEBHOOK", "msgType": "NOTICE", "content": { "kind": "TEXT", "body": "m ${i}" }, "account": "hooks", "ownerTeam": "t" });
-    let id = api.approved_template(&author, &reviewer, template).await;
+    let id = api.approved_template(author, reviewer, template).await;
 
     // 10,000 messages in one request: 100 items of 100 receivers.
     let items: Vec<_> = (0..100)
@@ -86,7 +58,7 @@ async fn a_killed_dispatcher_leaves_every_message_with_one_outcome() {
         .collect();
     let (status, sent) = api
         .gql(
-            Some(&sender),
+            Some(sender),
             "mutation($input: BatchSendInput!) { batchSend(input: $input) { requestId } }",
             json!({ "input": { "templateId": id, "items": items } }),
         )
@@ -110,7 +82,7 @@ async fn a_killed_dispatcher_leaves_every_message_with_one_outcome() {
 
     // A second process takes over: its workers claim what is left, and expired claims.
     let second = serve(command()).await;
-    let store = store::Store::connect(&url).await.unwrap();
+    let store = deployment.store().await;
     let outcomes = LogFilter {
         categories: vec!["message".into()],
         event_types: vec!["MessageDispatched".into(), "MessageFailed".into()],
@@ -159,6 +131,5 @@ async fn a_killed_dispatcher_leaves_every_message_with_one_outcome() {
     if let store::Store::Postgres(s) = &store {
         s.pool().close().await;
     }
-    drop_database(&url).await;
-    let _ = std::fs::remove_dir_all(dir);
+    deployment.remove().await;
 }

@@ -4,10 +4,12 @@
 mod app;
 mod cli;
 mod crash;
+mod deployment;
 mod dispatch;
 mod graphql;
 mod isolation;
 mod limits;
 mod readme;
 mod serve;
+mod sigterm;
 mod support;
