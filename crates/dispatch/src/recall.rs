@@ -5,7 +5,7 @@
 //! redelivered event changes nothing.
 
 use chrono::Utc;
-use domain::{DeliveryStatus, EventMetadata, MessageCommand, MessageEvent, MessageState};
+use domain::{DeliveryStatus, EventMetadata, MessageCommand};
 use store::{
     EventStore, ExpectedVersion, HandlerError, LogFilter, RecordedEvent, Store, StoreTx,
     StreamAppend,
@@ -54,12 +54,7 @@ impl store::Handler for Recaller {
 impl Recaller {
     /// What the recall of one message appends, if anything.
     async fn recall(&self, stream: &str) -> Result<Option<StreamAppend>, HandlerError> {
-        let history = self.store.read_stream(stream, 1, 10_000).await?;
-        let mut state = MessageState::default();
-        for r in &history {
-            let event = MessageEvent::decode(&r.event_type, r.schema_version, &r.data_json()?)?;
-            state = domain::message_state::apply(state, &event)?;
-        }
+        let (state, version) = crate::worker::load(&self.store, stream).await?;
         let Some(accepted) = state.accepted.clone() else {
             return Ok(None);
         };
@@ -117,7 +112,7 @@ impl Recaller {
         let metadata = EventMetadata::new(accepted.tenant.clone()).with_actor("dispatch");
         Ok(Some(StreamAppend {
             stream_id: stream.to_owned(),
-            expected: ExpectedVersion::Exact(history.len() as u64),
+            expected: ExpectedVersion::Exact(version),
             events: events
                 .iter()
                 .map(|e| crate::worker::encode(e, &metadata))

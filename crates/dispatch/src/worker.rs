@@ -144,7 +144,8 @@ pub enum ProcessError {
     Domain(#[from] domain::MessageError),
 }
 
-async fn load(store: &Store, stream: &str) -> Result<(MessageState, u64), ProcessError> {
+/// A message's state folded from its stream, and the stream's version.
+pub(crate) async fn load(store: &Store, stream: &str) -> Result<(MessageState, u64), ProcessError> {
     let recorded = store.read_stream(stream, 1, 10_000).await?;
     let mut state = MessageState::default();
     for r in &recorded {

@@ -248,10 +248,9 @@ async fn policies_record_their_outcome(backend: &str) {
 
 /// A template switched off after a message was accepted: the message is discarded, not sent.
 async fn a_disabled_template_discards_waiting_messages(backend: &str) {
-    let account = || -> dispatch::accounts::AccountConfig { webhook_account(SECRET, "") };
     let app = spawn(backend, |c| {
         c.dispatch.enabled = false;
-        c.accounts = vec![account()];
+        c.accounts = vec![webhook_account(SECRET, "")];
     })
     .await;
     let (url, calls) = receiver().await;
@@ -272,7 +271,7 @@ async fn a_disabled_template_discards_waiting_messages(backend: &str) {
 
     // Now dispatch starts, as a dispatch process would.
     let config = herald::config::Config {
-        accounts: vec![account()],
+        accounts: vec![webhook_account(SECRET, "")],
         ..Default::default()
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
