@@ -17,8 +17,12 @@ use crate::webhook::WebhookSupplier;
 pub struct AccountConfig {
     pub id: String,
     pub channel: Channel,
-    /// `webhook` (more with each supplier).
+    /// `webhook` or `inbox` (more with each supplier).
     pub supplier: String,
+    /// The supplier's API address, for a private endpoint or a test double (absent: the
+    /// supplier's public address).
+    #[serde(default)]
+    pub base_url: Option<String>,
     #[serde(default = "one")]
     pub weight: u32,
     /// Supplier credentials by name, such as `secret` for `webhook`. Never logged.
@@ -43,6 +47,61 @@ fn ten() -> u64 {
     10
 }
 
+impl AccountConfig {
+    /// A credential the supplier needs.
+    pub fn credential(&self, name: &'static str) -> Result<&str, AccountError> {
+        self.credentials
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| AccountError::MissingCredential {
+                id: self.id.clone(),
+                name,
+            })
+    }
+
+    /// How long one supplier call may take.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.max(1))
+    }
+
+    /// The configured base URL, or the supplier's public one.
+    pub fn base_url_or(&self, default: &str) -> String {
+        self.base_url
+            .as_deref()
+            .unwrap_or(default)
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// An error building this account's client.
+    pub fn client_error(&self, error: impl std::fmt::Display) -> AccountError {
+        AccountError::Client {
+            id: self.id.clone(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// The supplier an account names, built from its configuration.
+fn build_supplier(config: &AccountConfig) -> Result<Arc<dyn Supplier>, AccountError> {
+    Ok(match config.supplier.as_str() {
+        "webhook" => {
+            let secret = config.credential("secret")?;
+            Arc::new(
+                WebhookSupplier::new(secret.as_bytes().to_vec(), config.timeout())
+                    .map_err(|e| config.client_error(e))?,
+            )
+        }
+        "inbox" => Arc::new(InboxSupplier),
+        other => {
+            return Err(AccountError::UnknownSupplier {
+                id: config.id.clone(),
+                supplier: other.to_owned(),
+            });
+        }
+    })
+}
+
 impl std::fmt::Debug for AccountConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Credentials are secrets: show their names only.
@@ -50,6 +109,7 @@ impl std::fmt::Debug for AccountConfig {
             .field("id", &self.id)
             .field("channel", &self.channel)
             .field("supplier", &self.supplier)
+            .field("base_url", &self.base_url)
             .field("weight", &self.weight)
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
             .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
@@ -98,32 +158,7 @@ impl Accounts {
             if accounts.iter().any(|a| a.id == config.id) {
                 return Err(AccountError::Duplicate(config.id.clone()));
             }
-            let supplier: Arc<dyn Supplier> = match config.supplier.as_str() {
-                "webhook" => {
-                    let secret = config.credentials.get("secret").ok_or(
-                        AccountError::MissingCredential {
-                            id: config.id.clone(),
-                            name: "secret",
-                        },
-                    )?;
-                    let timeout = Duration::from_secs(config.timeout_secs.max(1));
-                    Arc::new(
-                        WebhookSupplier::new(secret.as_bytes().to_vec(), timeout).map_err(|e| {
-                            AccountError::Client {
-                                id: config.id.clone(),
-                                message: e.to_string(),
-                            }
-                        })?,
-                    )
-                }
-                "inbox" => Arc::new(InboxSupplier),
-                other => {
-                    return Err(AccountError::UnknownSupplier {
-                        id: config.id.clone(),
-                        supplier: other.to_owned(),
-                    });
-                }
-            };
+            let supplier = build_supplier(config)?;
             if !supplier.supports(config.channel) {
                 return Err(AccountError::WrongChannel {
                     id: config.id.clone(),
@@ -223,6 +258,7 @@ mod tests {
             id: id.to_owned(),
             channel: Channel::Webhook,
             supplier: "webhook".to_owned(),
+            base_url: None,
             weight,
             credentials,
             timeout_secs: 1,

@@ -22,4 +22,6 @@ pub mod supplier;
 pub mod webhook;
 pub mod worker;
 
-pub use supplier::{Outbound, SendError, SendFuture, Sent, Supplier};
+pub use supplier::{
+    Outbound, ReceiptFuture, SendError, SendFuture, Sent, Supplier, SupplierReceipt,
+};

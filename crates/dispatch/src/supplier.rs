@@ -5,7 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use domain::{Channel, MessageId, MessageType, Receiver, TemplateContent, TenantId};
+use chrono::{DateTime, Utc};
+use domain::{
+    Channel, MessageId, MessageType, ReceiptOutcome, Receiver, TemplateContent, TenantId,
+};
 
 /// One message on its way out.
 #[derive(Debug, Clone)]
@@ -60,6 +63,25 @@ impl SendError {
 /// The future a supplier returns; boxed, because suppliers are chosen at run time from accounts.
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Send + 'a>>;
 
+/// A delivery report read back from a supplier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupplierReceipt {
+    /// Herald's message id, where the supplier echoes it back (Tencent's `SessionContext`,
+    /// Aliyun's `OutId`).
+    pub message_id: Option<MessageId>,
+    /// The supplier's own id of the message.
+    pub supplier_message_id: Option<String>,
+    pub receiver: Option<String>,
+    pub outcome: ReceiptOutcome,
+    /// The supplier's own status code, kept for reconciliation.
+    pub supplier_status: String,
+    /// When the supplier says delivery happened (or failed).
+    pub reported_at: DateTime<Utc>,
+}
+
+pub type ReceiptFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<SupplierReceipt>, SendError>> + Send + 'a>>;
+
 pub trait Supplier: Send + Sync {
     /// The supplier's stable name, as recorded in `MessageDispatched` and metric labels.
     fn name(&self) -> &'static str;
@@ -81,6 +103,23 @@ pub trait Supplier: Send + Sync {
         _message: &'a Outbound<'a>,
         _supplier_message_id: Option<&'a str>,
     ) -> Option<SendFuture<'a>> {
+        None
+    }
+
+    /// Pulls the receipts the supplier has gathered since the last pull (Tencent's
+    /// `PullSmsSendStatus`). `None`: this supplier has no such batch pull.
+    fn pull_receipts(&self) -> Option<ReceiptFuture<'_>> {
+        None
+    }
+
+    /// Asks for the receipt of one dispatched message (Aliyun's `QuerySendDetails`). `None`:
+    /// this supplier cannot be asked per message.
+    fn query_receipt<'a>(
+        &'a self,
+        _message: &'a Outbound<'a>,
+        _supplier_message_id: &'a str,
+        _sent_at: DateTime<Utc>,
+    ) -> Option<ReceiptFuture<'a>> {
         None
     }
 }
