@@ -25,6 +25,9 @@ pub struct AccountConfig {
     pub base_url: Option<String>,
     #[serde(default = "one")]
     pub weight: u32,
+    /// Supplier settings that are not secret, by name (a sender address, an app id, a region).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
     /// Supplier credentials by name, such as `secret` for `webhook`. Never logged.
     #[serde(default)]
     pub credentials: BTreeMap<String, String>,
@@ -54,6 +57,17 @@ impl AccountConfig {
             .get(name)
             .map(String::as_str)
             .ok_or_else(|| AccountError::MissingCredential {
+                id: self.id.clone(),
+                name,
+            })
+    }
+
+    /// A setting the supplier needs.
+    pub fn setting(&self, name: &'static str) -> Result<&str, AccountError> {
+        self.settings
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| AccountError::MissingSetting {
                 id: self.id.clone(),
                 name,
             })
@@ -110,6 +124,7 @@ impl std::fmt::Debug for AccountConfig {
             .field("channel", &self.channel)
             .field("supplier", &self.supplier)
             .field("base_url", &self.base_url)
+            .field("settings", &self.settings)
             .field("weight", &self.weight)
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
             .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
@@ -144,6 +159,8 @@ pub enum AccountError {
     },
     #[error("account {id}: missing credential {name:?}")]
     MissingCredential { id: String, name: &'static str },
+    #[error("account {id}: missing setting {name:?}")]
+    MissingSetting { id: String, name: &'static str },
     #[error("account {0} is configured twice")]
     Duplicate(String),
     #[error("account {id}: {message}")]
@@ -259,6 +276,7 @@ mod tests {
             channel: Channel::Webhook,
             supplier: "webhook".to_owned(),
             base_url: None,
+            settings: BTreeMap::new(),
             weight,
             credentials,
             timeout_secs: 1,
