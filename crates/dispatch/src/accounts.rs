@@ -238,29 +238,59 @@ impl Accounts {
     /// accounts chosen by weight. The choice is a function of the message id, so a message
     /// redelivered after a crash goes to the same account, and traffic splits by weight.
     pub fn pick(&self, channel: Channel, named: &str, message: MessageId) -> Option<&Account> {
-        let serving = || {
-            self.accounts
-                .iter()
-                .filter(move |a| a.channel == channel && a.weight > 0)
-        };
-        if let Some(account) = serving().find(|a| a.id == named) {
-            return Some(account);
-        }
-        let total: u64 = serving().map(|a| u64::from(a.weight)).sum();
-        if total == 0 {
-            return None;
-        }
-        // The low bits of a UUID v7 are random, so they spread evenly over the weights.
-        let mut point = (message.as_uuid().as_u128() as u64) % total;
-        serving().find(|a| {
-            let weight = u64::from(a.weight);
-            if point < weight {
-                true
-            } else {
-                point -= weight;
-                false
+        self.candidates(channel, named, message, |_| false)
+            .into_iter()
+            .next()
+    }
+
+    /// The channel's accounts in the order a message tries them, leaving out those `skip`
+    /// names (accounts it has used up): first the one [`pick`](Self::pick) would choose among
+    /// the rest, then the others in configuration order. Failover walks this list.
+    pub fn candidates(
+        &self,
+        channel: Channel,
+        named: &str,
+        message: MessageId,
+        skip: impl Fn(&str) -> bool,
+    ) -> Vec<&Account> {
+        let serving: Vec<&Account> = self
+            .accounts
+            .iter()
+            .filter(|a| a.channel == channel && a.weight > 0 && !skip(&a.id))
+            .collect();
+        let first = match serving.iter().position(|a| a.id == named) {
+            Some(index) => index,
+            None => {
+                let total: u64 = serving.iter().map(|a| u64::from(a.weight)).sum();
+                if total == 0 {
+                    return Vec::new();
+                }
+                // The low bits of a UUID v7 are random, so they spread evenly over the weights.
+                let mut point = (message.as_uuid().as_u128() as u64) % total;
+                serving
+                    .iter()
+                    .position(|a| {
+                        let weight = u64::from(a.weight);
+                        if point < weight {
+                            true
+                        } else {
+                            point -= weight;
+                            false
+                        }
+                    })
+                    .unwrap_or(0)
             }
-        })
+        };
+        let mut ordered = Vec::with_capacity(serving.len());
+        ordered.push(serving[first]);
+        ordered.extend(
+            serving
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != first)
+                .map(|(_, a)| *a),
+        );
+        ordered
     }
 }
 
@@ -329,6 +359,26 @@ mod tests {
                 .pick(Channel::Sms, "", MessageId::generate())
                 .is_none()
         );
+    }
+
+    #[test]
+    fn failover_tries_the_other_accounts_after_the_chosen_one() {
+        let accounts = Accounts::from_config(&[account("a", 1), account("b", 1), account("c", 1)])
+            .expect("accounts");
+        let ids = |skip: &[&str]| {
+            accounts
+                .candidates(Channel::Webhook, "b", MessageId::generate(), |id| {
+                    skip.contains(&id)
+                })
+                .iter()
+                .map(|a| a.id.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(ids(&[]), "b,a,c");
+        // Without the named account, the weighted choice among the rest comes first.
+        assert!(matches!(ids(&["b"]).as_str(), "a,c" | "c,a"));
+        assert_eq!(ids(&["a", "b", "c"]), "");
     }
 
     #[test]

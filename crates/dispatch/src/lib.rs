@@ -8,6 +8,7 @@
 //! - [`worker`]: lane workers that claim, send and record the outcome.
 //! - [`policy`]: the policy rules as pure functions (night shield).
 //! - [`recall`]: recall of messages already handed over, through the supplier where the channel can.
+//! - [`sensitive`]: the sensitive-word list, masking or rejecting content before it goes out.
 //! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
 //!
 //! Still to come (issue 4): the worker pipeline (shield, dedup, caps, rate limits, failover)
@@ -18,6 +19,7 @@ pub mod http;
 pub mod inbox;
 pub mod policy;
 pub mod recall;
+pub mod sensitive;
 pub mod supplier;
 pub mod webhook;
 pub mod worker;

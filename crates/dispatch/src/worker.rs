@@ -6,9 +6,12 @@
 //! Today: discard when the template is switched off, the night shield, account choice, send,
 //! retry with backoff, throttling and final failure. Dedup, caps, rate limits and failover come next.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cache::{Cache, DedupOutcome, FrequencyOutcome, PolicyCache, TokenOutcome};
+use cache::{
+    BreakerPolicy, BreakerState, Cache, DedupOutcome, FrequencyOutcome, PolicyCache, TokenOutcome,
+};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -17,11 +20,13 @@ use domain::{
     MessageEvent, MessageState, ReceiptOutcome, TemplateEvent, TemplateId, TemplateState,
 };
 use store::{EventStore, ExpectedVersion, NewEvent, Store, StreamAppend};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Accounts;
 use crate::policy::{self, Limits, NightAction, NightWindow};
+use crate::sensitive::{SensitiveAction, SensitiveWords};
 use crate::supplier::{Outbound, SendError};
 use store::queue::{self, Claimed};
 
@@ -36,6 +41,23 @@ pub struct WorkerOptions {
     pub retry: RetryPolicy,
     pub night: NightWindow,
     pub limits: Limits,
+    /// When an account's circuit breaker opens and how it recovers.
+    pub breaker: BreakerPolicy,
+    /// Messages in flight at once for particular lanes (`SMS.MARKETING`), over `concurrency`.
+    pub lane_concurrency: BTreeMap<String, usize>,
+    pub sensitive_words: SensitiveWords,
+    pub sensitive_action: SensitiveAction,
+}
+
+impl WorkerOptions {
+    /// Messages of `lane` in flight at once.
+    pub fn concurrency_for(&self, lane: &str) -> usize {
+        self.lane_concurrency
+            .get(lane)
+            .copied()
+            .unwrap_or(self.concurrency)
+            .max(1)
+    }
 }
 
 impl Default for WorkerOptions {
@@ -47,6 +69,10 @@ impl Default for WorkerOptions {
             retry: RetryPolicy::default(),
             night: NightWindow::default(),
             limits: Limits::default(),
+            breaker: BreakerPolicy::default(),
+            lane_concurrency: BTreeMap::new(),
+            sensitive_words: SensitiveWords::default(),
+            sensitive_action: SensitiveAction::Mask,
         }
     }
 }
@@ -78,56 +104,70 @@ impl RetryPolicy {
     }
 }
 
-/// Runs one lane until `shutdown`.
+/// Runs one lane until `shutdown`. `options` may change while it runs (a reloaded
+/// configuration): each claim reads the current ones, so a new concurrency or word list applies
+/// from the next message on.
 pub async fn run_lane(
     store: Store,
     accounts: Accounts,
     cache: Cache,
     lane: String,
     worker: String,
-    options: WorkerOptions,
+    options: watch::Receiver<WorkerOptions>,
     shutdown: CancellationToken,
 ) {
-    let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
     let context = Arc::new((store, accounts, cache));
+    // A rolling window: as soon as one message has its outcome, the next is claimed, so one
+    // slow supplier call does not hold back the rest of a batch.
+    let mut in_flight = JoinSet::new();
     while !shutdown.is_cancelled() {
-        let claimed = match queue::claim(
-            &context.0,
-            &lane,
-            &worker,
-            Utc::now(),
-            lease_ms,
-            options.concurrency,
-        )
-        .await
-        {
-            Ok(claimed) => claimed,
-            Err(error) => {
-                tracing::warn!(%error, %lane, "claiming from the dispatch queue failed");
-                Vec::new()
+        let current = options.borrow().clone();
+        let free = current
+            .concurrency_for(&lane)
+            .saturating_sub(in_flight.len());
+        let mut claimed_all = false;
+        if free > 0 {
+            let lease_ms = i64::try_from(current.lease.as_millis()).unwrap_or(i64::MAX);
+            let claimed =
+                match queue::claim(&context.0, &lane, &worker, Utc::now(), lease_ms, free).await {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        tracing::warn!(%error, %lane, "claiming from the dispatch queue failed");
+                        Vec::new()
+                    }
+                };
+            claimed_all = claimed.len() == free;
+            let current = Arc::new(current);
+            for message in claimed {
+                let context = Arc::clone(&context);
+                let options = Arc::clone(&current);
+                in_flight.spawn(async move {
+                    if let Err(error) =
+                        process(&context.0, &context.1, &context.2, &message, &options).await
+                    {
+                        tracing::warn!(%error, message_id = %message.message_id, "dispatch failed; the lease will expire and it is retried");
+                    }
+                });
             }
-        };
-        if claimed.is_empty() {
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(options.poll_interval) => {}
-            }
+        }
+        if claimed_all {
+            // There may be more due right now: claim again at once.
             continue;
         }
-        // A claimed message is finished even during shutdown: its supplier call may be under
-        // way, and its outcome must be recorded. The lease covers a crash.
-        let mut in_flight = JoinSet::new();
-        for message in claimed {
-            let context = Arc::clone(&context);
-            let options = options.clone();
-            in_flight.spawn(async move {
-                if let Err(error) = process(&context.0, &context.1, &context.2, &message, &options).await {
-                    tracing::warn!(%error, message_id = %message.message_id, "dispatch failed; the lease will expire and it is retried");
-                }
-            });
+        // Full, or nothing more due: wait for a slot, the next poll, or shutdown.
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            () = tokio::time::sleep(current_poll(&options)) => {}
         }
-        while in_flight.join_next().await.is_some() {}
     }
+    // A claimed message is finished even during shutdown: its supplier call may be under way,
+    // and its outcome must be recorded. The lease covers a crash.
+    while in_flight.join_next().await.is_some() {}
+}
+
+fn current_poll(options: &watch::Receiver<WorkerOptions>) -> Duration {
+    options.borrow().poll_interval
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +280,21 @@ pub async fn process(
         }
         None => {}
     }
+    let (content, masked_words) = options.sensitive_words.mask(&accepted.content);
+    if masked_words > 0 && options.sensitive_action == SensitiveAction::Reject {
+        let discard = MessageCommand::DiscardMessage {
+            rule: DiscardRule::SensitiveWords,
+            at: now,
+        };
+        return append_outcome(
+            store,
+            &stream,
+            &metadata,
+            decide_all(vec![discard]),
+            Next::Remove,
+        )
+        .await;
+    }
     let limits = options.limits;
     if !limits.dedup_window.is_zero() {
         // The message id owns the mark, so a redelivered message is not its own duplicate.
@@ -288,13 +343,76 @@ pub async fn process(
             .await;
         }
     }
-    let Some(account) = accounts.pick(accepted.channel, &accepted.account, accepted.message_id)
-    else {
-        // No account serves this channel any more: leave it queued for when one does.
-        return finish(
+    // Failover: an account that has had its share of failed attempts is used up for this
+    // message; of the rest, accounts whose circuit breaker is open are passed over.
+    let used_up =
+        |id: &str| state.failures_by_account.get(id).copied().unwrap_or(0) >= retry.attempts;
+    let candidates = accounts.candidates(
+        accepted.channel,
+        &accepted.account,
+        accepted.message_id,
+        used_up,
+    );
+    if candidates.is_empty() {
+        if accounts
+            .pick(accepted.channel, "", accepted.message_id)
+            .is_none()
+        {
+            // No account serves this channel any more: leave it queued for when one does.
+            return finish(
+                store,
+                &stream,
+                Next::Reschedule(now + chrono::Duration::minutes(1)),
+            )
+            .await;
+        }
+        // Every account had its attempts (a message left over from a configuration with
+        // fewer attempts): give up.
+        let reason = state
+            .last_failure
+            .as_ref()
+            .map_or_else(|| "ACCOUNTS_EXHAUSTED".to_owned(), |f| f.error_code.clone());
+        let fail = MessageCommand::FailMessage { reason, at: now };
+        return append_outcome(
             store,
             &stream,
-            Next::Reschedule(now + chrono::Duration::minutes(1)),
+            &metadata,
+            decide_all(vec![fail]),
+            Next::Remove,
+        )
+        .await;
+    }
+    let mut chosen = None;
+    let mut open_until: Option<i64> = None;
+    for candidate in candidates {
+        match cache.breaker_state(&candidate.id, now).await? {
+            BreakerState::Open { until_ms } => {
+                open_until = Some(open_until.map_or(until_ms, |u| u.min(until_ms)));
+            }
+            BreakerState::Closed | BreakerState::HalfOpen => {
+                chosen = Some(candidate);
+                break;
+            }
+        }
+    }
+    let Some(account) = chosen else {
+        // Every account left is failing: wait for the first breaker to let a probe through,
+        // without spending an attempt.
+        let until = open_until
+            .and_then(DateTime::from_timestamp_millis)
+            .filter(|until| *until > now)
+            .unwrap_or(now + chrono::Duration::seconds(1));
+        let defer = MessageCommand::DeferMessage {
+            until,
+            reason: DeferReason::CircuitOpen,
+            at: now,
+        };
+        return append_outcome(
+            store,
+            &stream,
+            &metadata,
+            decide_all(vec![defer]),
+            Next::Reschedule(until),
         )
         .await;
     };
@@ -338,7 +456,7 @@ pub async fn process(
         channel: accepted.channel,
         msg_type: accepted.msg_type,
         receiver: &accepted.receiver,
-        content: &accepted.content,
+        content: &content,
         attempt,
     };
     let started = Instant::now();
@@ -348,6 +466,16 @@ pub async fn process(
     let supplier = account.supplier.name().to_owned();
     let delivers = account.supplier.delivers_on_send();
     let account_id = account.id.clone();
+    // The breaker hears of availability: only a retryable failure (5xx, timeout, no
+    // connection) counts against the account. The outcome is recorded whatever the cache says,
+    // so a cache error here is logged, not returned: returning would send the message again.
+    let available = !matches!(result, Err(SendError::Retryable { .. }));
+    if let Err(error) = cache
+        .record_result(&account_id, available, at, options.breaker)
+        .await
+    {
+        tracing::warn!(%error, account = %account_id, "recording a result on the breaker failed");
+    }
 
     // The commands depend only on the supplier's answer, so after a conflict (a recall came in)
     // they are decided again on the fresh state, and the supplier is never called twice.
@@ -359,6 +487,7 @@ pub async fn process(
                 supplier_message_id: sent.supplier_message_id,
                 attempt,
                 latency_ms,
+                masked_words,
                 at,
             }];
             if delivers {
@@ -390,20 +519,37 @@ pub async fn process(
             )
         }
         Err(error) => {
-            let retryable =
-                matches!(error, SendError::Retryable { .. }) && attempt < retry.attempts;
-            let next_attempt_at = retryable.then(|| {
-                at + chrono::Duration::from_std(retry.backoff(attempt)).unwrap_or_default()
+            // Retry on the same account with backoff until it had its attempts, then fail over
+            // at once to the next account the message has not used up, then give up.
+            let on_account = state
+                .failures_by_account
+                .get(&account_id)
+                .copied()
+                .unwrap_or(0)
+                + 1;
+            let is_retryable = matches!(error, SendError::Retryable { .. });
+            let backoff = (is_retryable && on_account < retry.attempts).then(|| {
+                at + chrono::Duration::from_std(retry.backoff(on_account)).unwrap_or_default()
             });
+            let fail_over = is_retryable
+                && backoff.is_none()
+                && !accounts
+                    .candidates(
+                        accepted.channel,
+                        &accepted.account,
+                        accepted.message_id,
+                        |id| id == account_id || used_up(id),
+                    )
+                    .is_empty();
             let (code, message) = match &error {
                 SendError::Retryable { code, message }
                 | SendError::Final { code, message }
                 | SendError::Throttled { code, message, .. } => (code.clone(), message.clone()),
             };
-            let error_class = if matches!(error, SendError::Final { .. }) {
-                ErrorClass::Final
-            } else {
+            let error_class = if is_retryable {
                 ErrorClass::Retryable
+            } else {
+                ErrorClass::Final
             };
             let mut commands = vec![MessageCommand::RecordDispatchFailure {
                 account: account_id,
@@ -412,11 +558,11 @@ pub async fn process(
                 error_class,
                 error_code: code.clone(),
                 error_message: message,
-                retryable,
-                next_attempt_at,
+                retryable: backoff.is_some() || fail_over,
+                next_attempt_at: backoff,
                 at,
             }];
-            match next_attempt_at {
+            match backoff {
                 Some(until) => {
                     commands.push(MessageCommand::DeferMessage {
                         until,
@@ -425,6 +571,7 @@ pub async fn process(
                     });
                     (commands, Next::Reschedule(until))
                 }
+                None if fail_over => (commands, Next::Reschedule(at)),
                 None => {
                     commands.push(MessageCommand::FailMessage { reason: code, at });
                     (commands, Next::Remove)

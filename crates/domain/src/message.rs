@@ -29,6 +29,8 @@ wire_enum! {
         RetryBackoff = "RETRY_BACKOFF",
         Scheduled = "SCHEDULED",
         RateLimited = "RATE_LIMITED",
+        /// Every account of the channel has its circuit breaker open.
+        CircuitOpen = "CIRCUIT_OPEN",
     }
 }
 
@@ -135,7 +137,14 @@ pub struct MessageDispatched {
     pub supplier_message_id: Option<String>,
     pub attempt: u32,
     pub latency_ms: u64,
+    /// Sensitive words masked in the content before it went out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub masked_words: u32,
     pub at: DateTime<Utc>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One supplier attempt failed; the message stays where it was, and a retry is a separate deferral.

@@ -66,6 +66,7 @@ pub enum MessageCommand {
         supplier_message_id: Option<String>,
         attempt: u32,
         latency_ms: u64,
+        masked_words: u32,
         at: DateTime<Utc>,
     },
     /// Records one failed attempt. A retry is scheduled by a separate `DeferMessage` with `RETRY_BACKOFF`.
@@ -209,6 +210,7 @@ fn event_for(state: &MessageState, command: MessageCommand) -> Result<MessageEve
             supplier_message_id,
             attempt,
             latency_ms,
+            masked_words,
             at,
         } => {
             non_empty("account", &account)?;
@@ -220,6 +222,7 @@ fn event_for(state: &MessageState, command: MessageCommand) -> Result<MessageEve
                 supplier_message_id,
                 attempt,
                 latency_ms,
+                masked_words,
                 at,
             }
             .into()

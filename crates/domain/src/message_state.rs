@@ -1,6 +1,8 @@
 //! A message's state folded from its events, and the transition rules that `apply` enforces.
 //! The same rules back `decide`, so a decided event is always one that applies.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +153,8 @@ pub struct MessageState {
     pub dispatch: Option<MessageDispatched>,
     /// The most recent failed attempt, so failover knows which account to skip.
     pub last_failure: Option<DispatchFailed>,
+    /// Failed attempts per channel account: failover moves on once an account has had its share.
+    pub failures_by_account: BTreeMap<String, u32>,
     /// The latest receipt, kept even when it arrives before `MessageDispatched` or cannot move the status.
     pub last_receipt: Option<ReceiptOutcome>,
     pub recall_requested: bool,
@@ -199,6 +203,11 @@ pub fn apply(mut state: MessageState, event: &MessageEvent) -> Result<MessageSta
         }
         E::DispatchFailed(e) => {
             state.attempts = state.attempts.saturating_add(1);
+            let failures = state
+                .failures_by_account
+                .entry(e.account.clone())
+                .or_default();
+            *failures = failures.saturating_add(1);
             state.last_failure = Some(e.clone());
         }
         E::ReceiptReceived(e) => {

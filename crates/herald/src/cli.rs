@@ -14,7 +14,7 @@ use domain::TenantId;
 use crate::config::Config;
 use crate::server::{self, AppState};
 
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "herald",
     version,
@@ -32,7 +32,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Run the server (all roles in one process).
     Serve {
@@ -54,7 +54,7 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum TenantCommand {
     /// Create a tenant.
     Create {
@@ -63,7 +63,7 @@ pub enum TenantCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum ApikeyCommand {
     /// Create an API key and print it, once, as the only line of standard output.
     Create {
@@ -109,7 +109,18 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
-            let mut dispatch = crate::roles::start_dispatch(&state.store, &config, &shutdown)?;
+            let options = crate::roles::dispatch_options(&config)?;
+            let (sender, options) = tokio::sync::watch::channel(options);
+            let mut dispatch =
+                crate::roles::start_dispatch(&state.store, &config, options, &shutdown)?;
+            let reload = cli.clone();
+            tokio::spawn(crate::roles::watch_config(
+                cli.config.clone(),
+                move || reload.config(),
+                config.clone(),
+                sender,
+                shutdown.clone(),
+            ));
             let served = server::run(listener, state, shutdown.clone()).await;
             // The server stops on `shutdown`; so do the workers, once their messages in
             // flight have their outcomes (their leases cover anything cut short).

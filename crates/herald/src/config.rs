@@ -1,10 +1,12 @@
 //! Configuration: defaults, then a TOML file, then `HERALD_*` environment variables, then
 //! command-line flags. Each layer overrides the one before it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use dispatch::sensitive::SensitiveAction;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -47,6 +49,24 @@ pub struct DispatchConfig {
     pub dedup_window_secs: u64,
     /// At most this many messages per receiver and channel per calendar day (0: off).
     pub frequency_cap: u32,
+    /// Messages in flight at once for particular lanes, over `concurrency`:
+    /// `lane_concurrency = { "SMS.MARKETING" = 2, "SMS.AUTH_CODE" = 32 }`. Reloaded live.
+    pub lane_concurrency: BTreeMap<String, usize>,
+    /// The rolling window over which an account's failed calls are counted.
+    pub breaker_window_ms: u64,
+    /// Fewer calls than this in the window never open an account's breaker.
+    pub breaker_min_calls: u32,
+    /// The share of failed calls (0 to 1] at which the breaker opens.
+    pub breaker_failure_ratio: f64,
+    /// How long an open breaker keeps the account out before a probe call.
+    pub breaker_open_ms: u64,
+    /// A file of sensitive words, one a line (`#` comments). Empty: none. Reloaded live.
+    pub sensitive_words_file: String,
+    /// `mask` (replace with `*` and send) or `reject` (discard the message). Reloaded live.
+    pub sensitive_action: SensitiveAction,
+    /// How often the configuration file and the word list are checked for changes (0: only on
+    /// SIGHUP).
+    pub reload_interval_ms: u64,
 }
 
 impl Default for DispatchConfig {
@@ -64,6 +84,14 @@ impl Default for DispatchConfig {
             night_zone: "+08:00".to_owned(),
             dedup_window_secs: 300,
             frequency_cap: 5,
+            lane_concurrency: BTreeMap::new(),
+            breaker_window_ms: 60_000,
+            breaker_min_calls: 20,
+            breaker_failure_ratio: 0.5,
+            breaker_open_ms: 30_000,
+            sensitive_words_file: String::new(),
+            sensitive_action: SensitiveAction::Mask,
+            reload_interval_ms: 2_000,
         }
     }
 }

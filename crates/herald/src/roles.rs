@@ -2,16 +2,19 @@
 //! an account, and the subscription that recalls messages already handed over. The send chain
 //! puts messages in their lane's queue itself, in the transaction that accepts them.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
-use cache::Cache;
+use anyhow::{Context, bail};
+use cache::{BreakerPolicy, Cache};
 use dispatch::accounts::{AccountConfig, Accounts};
 use dispatch::policy::{Limits, NightWindow};
 use dispatch::recall::{self, Recaller};
+use dispatch::sensitive::SensitiveWords;
 use dispatch::worker::{self, RetryPolicy, WorkerOptions};
-use domain::MessageType;
+use domain::{Channel, MessageType};
 use store::{CheckpointKey, Store, SubscriptionOptions};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -38,19 +41,8 @@ fn resolve(accounts: &[AccountConfig]) -> anyhow::Result<Vec<AccountConfig>> {
         .collect()
 }
 
-/// Starts the dispatch role; the returned set ends when `shutdown` is cancelled and every
-/// message in flight has its outcome.
-pub fn start_dispatch(
-    store: &Store,
-    config: &Config,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<JoinSet<()>> {
-    let mut tasks = JoinSet::new();
-    if !config.dispatch.enabled {
-        return Ok(tasks);
-    }
-    let accounts =
-        Accounts::from_config(&resolve(&config.accounts)?).context("configuring accounts")?;
+/// The worker options a configuration asks for. Reads the sensitive-word list.
+pub fn dispatch_options(config: &Config) -> anyhow::Result<WorkerOptions> {
     let d = &config.dispatch;
     let time = |name: &str, value: &str| {
         chrono::NaiveTime::parse_from_str(value, "%H:%M")
@@ -68,21 +60,78 @@ pub fn start_dispatch(
         resume: time("night_resume", &d.night_resume)?,
         zone,
     };
-    let options = WorkerOptions {
+    let sensitive_words = if d.sensitive_words_file.is_empty() {
+        SensitiveWords::default()
+    } else {
+        let path = &d.sensitive_words_file;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading dispatch.sensitive_words_file {path}"))?;
+        SensitiveWords::parse(&text)
+            .with_context(|| format!("compiling the sensitive words of {path}"))?
+    };
+    if !(d.breaker_failure_ratio > 0.0 && d.breaker_failure_ratio <= 1.0) {
+        bail!(
+            "dispatch.breaker_failure_ratio must be above 0 and at most 1, not {}",
+            d.breaker_failure_ratio
+        );
+    }
+    for (lane, n) in &d.lane_concurrency {
+        if !lane_exists(lane) {
+            bail!("dispatch.lane_concurrency: {lane:?} is not a lane such as \"SMS.MARKETING\"");
+        }
+        if *n == 0 {
+            bail!("dispatch.lane_concurrency.{lane:?} must be at least 1");
+        }
+    }
+    Ok(WorkerOptions {
         night,
         limits: Limits {
             dedup_window: Duration::from_secs(d.dedup_window_secs),
             frequency_cap: d.frequency_cap,
         },
         concurrency: d.concurrency.max(1),
+        lane_concurrency: d.lane_concurrency.clone(),
         lease: Duration::from_secs(d.lease_secs.max(1)),
         retry: RetryPolicy {
             attempts: d.retry_attempts.max(1),
             base: Duration::from_millis(d.retry_base_ms),
             factor: d.retry_factor.max(1),
         },
+        breaker: BreakerPolicy {
+            window_ms: d.breaker_window_ms.max(10),
+            min_calls: d.breaker_min_calls.max(1),
+            failure_ratio: d.breaker_failure_ratio,
+            open_ms: d.breaker_open_ms.max(1),
+            half_open_probes: 1,
+        },
+        sensitive_words,
+        sensitive_action: d.sensitive_action,
         ..WorkerOptions::default()
-    };
+    })
+}
+
+fn lane_exists(lane: &str) -> bool {
+    Channel::ALL.iter().any(|channel| {
+        MessageType::ALL
+            .iter()
+            .any(|msg_type| domain::lane(*channel, *msg_type) == lane)
+    })
+}
+
+/// Starts the dispatch role; the returned set ends when `shutdown` is cancelled and every
+/// message in flight has its outcome. `options` may change while it runs (see [`watch_config`]).
+pub fn start_dispatch(
+    store: &Store,
+    config: &Config,
+    options: watch::Receiver<WorkerOptions>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<JoinSet<()>> {
+    let mut tasks = JoinSet::new();
+    if !config.dispatch.enabled {
+        return Ok(tasks);
+    }
+    let accounts =
+        Accounts::from_config(&resolve(&config.accounts)?).context("configuring accounts")?;
     {
         let recaller = Recaller {
             store: store.clone(),
@@ -152,4 +201,115 @@ async fn connect_cache(
             () = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
+}
+
+/// Keeps the live part of the configuration current: when the configuration file or the
+/// sensitive-word list changes (checked every `dispatch.reload_interval_ms`), or on SIGHUP, the
+/// configuration is read again and the new worker options go to every lane. A configuration
+/// that does not load is logged and the running one kept. Accounts, the store and the listen
+/// address need a restart.
+pub async fn watch_config(
+    config_file: Option<PathBuf>,
+    load: impl Fn() -> anyhow::Result<Config> + Send,
+    first: Config,
+    sender: watch::Sender<WorkerOptions>,
+    shutdown: CancellationToken,
+) {
+    let watched = |config: &Config| {
+        let mut files: Vec<PathBuf> = config_file.iter().cloned().collect();
+        if !config.dispatch.sensitive_words_file.is_empty() {
+            files.push(PathBuf::from(&config.dispatch.sensitive_words_file));
+        }
+        files
+    };
+    let stamp = |files: &[PathBuf]| -> Vec<Option<(SystemTime, u64)>> {
+        files
+            .iter()
+            .map(|f| {
+                let meta = std::fs::metadata(f).ok()?;
+                Some((meta.modified().ok()?, meta.len()))
+            })
+            .collect()
+    };
+    let mut current = first;
+    let mut files = watched(&current);
+    let mut seen = stamp(&files);
+    let mut hangup = hangup_signal();
+    loop {
+        let interval = Duration::from_millis(current.dispatch.reload_interval_ms);
+        let poll = async {
+            if interval.is_zero() {
+                std::future::pending::<()>().await;
+            } else {
+                tokio::time::sleep(interval).await;
+            }
+        };
+        let asked = tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = poll => false,
+            () = next_hangup(&mut hangup) => true,
+        };
+        let now = stamp(&files);
+        if !asked && now == seen {
+            continue;
+        }
+        seen = now;
+        let loaded = load().and_then(|config| Ok((dispatch_options(&config)?, config)));
+        match loaded {
+            Ok((options, config)) => {
+                if config.accounts != current.accounts
+                    || config.database != current.database
+                    || config.listen != current.listen
+                    || config.cache != current.cache
+                {
+                    tracing::warn!(
+                        "the configuration changed outside what reloads live (accounts, database, cache, listen): restart Herald to apply it"
+                    );
+                }
+                tracing::info!(
+                    sensitive_words = options.sensitive_words.len(),
+                    concurrency = options.concurrency,
+                    "configuration reloaded"
+                );
+                sender.send_replace(options);
+                files = watched(&config);
+                seen = stamp(&files);
+                current = config;
+            }
+            Err(error) => {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "the configuration did not reload; the running one stays"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Hangup {}
+
+#[cfg(unix)]
+async fn next_hangup(hangup: &mut Hangup) {
+    match hangup {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Hangup) {
+    std::future::pending().await
 }

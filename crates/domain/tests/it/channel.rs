@@ -73,7 +73,13 @@ fn names_are_screaming_snake_case() {
     );
     check_names(
         DeferReason::ALL,
-        &["NIGHT_SHIELD", "RETRY_BACKOFF", "SCHEDULED", "RATE_LIMITED"],
+        &[
+            "NIGHT_SHIELD",
+            "RETRY_BACKOFF",
+            "SCHEDULED",
+            "RATE_LIMITED",
+            "CIRCUIT_OPEN",
+        ],
     );
     check_names(
         DiscardRule::ALL,

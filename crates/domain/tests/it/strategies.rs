@@ -169,16 +169,26 @@ pub fn any_event() -> impl Strategy<Value = MessageEvent> {
             proptest::option::of(any_text()),
             any::<u32>(),
             any::<u64>(),
+            0..3u32,
             any_time()
         )
             .prop_map(
-                |(account, supplier, supplier_message_id, attempt, latency_ms, at)| {
+                |(
+                    account,
+                    supplier,
+                    supplier_message_id,
+                    attempt,
+                    latency_ms,
+                    masked_words,
+                    at,
+                )| {
                     MessageDispatched {
                         account,
                         supplier,
                         supplier_message_id,
                         attempt,
                         latency_ms,
+                        masked_words,
                         at,
                     }
                     .into()
@@ -325,6 +335,7 @@ pub fn any_command() -> impl Strategy<Value = MessageCommand> {
                     supplier_message_id,
                     attempt,
                     latency_ms,
+                    masked_words: 0,
                     at,
                 }
             },

@@ -134,6 +134,7 @@ pub fn dispatched() -> MessageEvent {
         supplier_message_id: Some("s-1".to_owned()),
         attempt: 1,
         latency_ms: 20,
+        masked_words: 0,
         at: t(2),
     }
     .into()
@@ -272,6 +273,7 @@ pub fn dispatch_cmd() -> MessageCommand {
         supplier_message_id: Some("s-1".to_owned()),
         attempt: 1,
         latency_ms: 20,
+        masked_words: 0,
         at: t(2),
     }
 }

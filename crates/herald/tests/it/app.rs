@@ -16,6 +16,8 @@ use crate::support;
 pub struct TestApp {
     pub address: SocketAddr,
     pub store: Store,
+    /// The dispatch options the lanes read: send new ones to change them while the app runs.
+    pub options: tokio::sync::watch::Sender<dispatch::worker::WorkerOptions>,
     shutdown: CancellationToken,
     cleanup: Option<String>,
     // Dropping the set aborts the dispatch role with the app.
@@ -178,11 +180,14 @@ pub async fn spawn(backend: &str, tune: impl FnOnce(&mut Config)) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let dispatch = herald::roles::start_dispatch(&store, &config, &shutdown).unwrap();
+    let options = herald::roles::dispatch_options(&config).unwrap();
+    let (options_sender, options) = tokio::sync::watch::channel(options);
+    let dispatch = herald::roles::start_dispatch(&store, &config, options, &shutdown).unwrap();
     tokio::spawn(server::run(listener, state, shutdown.clone()));
     TestApp {
         address,
         store,
+        options: options_sender,
         shutdown,
         cleanup,
         _dispatch: dispatch,

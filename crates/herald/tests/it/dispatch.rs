@@ -65,11 +65,15 @@ async fn app_with_webhook(backend: &str) -> TestApp {
 }
 
 /// Makes an approved template; returns its id and a sender key.
-async fn template(app: &TestApp, channel: &str) -> (String, String) {
+pub(crate) async fn template(app: &TestApp, channel: &str) -> (String, String) {
     template_shielded(app, channel, "NONE").await
 }
 
-async fn template_shielded(app: &TestApp, channel: &str, shield: &str) -> (String, String) {
+pub(crate) async fn template_shielded(
+    app: &TestApp,
+    channel: &str,
+    shield: &str,
+) -> (String, String) {
     let author = app.key("acme", "admin").await;
     let reviewer = app.key("acme", "admin").await;
     let sender = app.key("acme", "send,read").await;
@@ -81,7 +85,7 @@ async fn template_shielded(app: &TestApp, channel: &str, shield: &str) -> (Strin
     (id, sender)
 }
 
-async fn send(app: &TestApp, key: &str, template: &str, receiver: &str) -> String {
+pub(crate) async fn send(app: &TestApp, key: &str, template: &str, receiver: &str) -> String {
     let query = "mutation($input: SendInput!) { send(input: $input) { messages { id } } }";
     let input =
         json!({ "templateId": template, "receivers": [receiver], "variables": { "n": "42" } });
@@ -95,7 +99,7 @@ async fn send(app: &TestApp, key: &str, template: &str, receiver: &str) -> Strin
 }
 
 /// Waits until the stream ends with `last`; returns its event types.
-async fn wait_for(app: &TestApp, stream: &str, last: &str) -> Vec<String> {
+pub(crate) async fn wait_for(app: &TestApp, stream: &str, last: &str) -> Vec<String> {
     for _ in 0..200 {
         let types: Vec<String> = app
             .store
@@ -275,7 +279,9 @@ async fn a_disabled_template_discards_waiting_messages(backend: &str) {
         ..Default::default()
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let mut role = herald::roles::start_dispatch(&app.store, &config, &shutdown).unwrap();
+    let options = herald::roles::dispatch_options(&config).unwrap();
+    let (_options, options) = tokio::sync::watch::channel(options);
+    let mut role = herald::roles::start_dispatch(&app.store, &config, options, &shutdown).unwrap();
     assert_eq!(
         wait_for(&app, &stream, "MessageDiscarded").await,
         ["MessageAccepted", "MessageDiscarded"]
