@@ -9,6 +9,7 @@
 //! - [`policy`]: the policy rules as pure functions (night shield).
 //! - [`recall`]: recall of messages already handed over, through the supplier where the channel can.
 //! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
+//! - [`tencent`]: Tencent Cloud SMS (TC3-HMAC-SHA256 signed `SendSms`, `PullSmsSendStatus` receipts).
 //!
 //! Still to come (issue 4): the worker pipeline (shield, dedup, caps, rate limits, failover)
 //! on top of the queue (`store::queue`), and the SMS, email and inbox suppliers.
@@ -19,6 +20,7 @@ pub mod inbox;
 pub mod policy;
 pub mod recall;
 pub mod supplier;
+pub mod tencent;
 pub mod webhook;
 pub mod worker;
 
