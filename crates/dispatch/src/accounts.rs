@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::inbox::InboxSupplier;
 use crate::supplier::Supplier;
+use crate::tencent::TencentSms;
 use crate::webhook::WebhookSupplier;
 
 /// One `[[accounts]]` entry of the configuration.
@@ -107,6 +108,7 @@ fn build_supplier(config: &AccountConfig) -> Result<Arc<dyn Supplier>, AccountEr
             )
         }
         "inbox" => Arc::new(InboxSupplier),
+        "tencent_sms" => Arc::new(TencentSms::from_account(config)?),
         other => {
             return Err(AccountError::UnknownSupplier {
                 id: config.id.clone(),

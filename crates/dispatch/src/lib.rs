@@ -10,6 +10,7 @@
 //! - [`recall`]: recall of messages already handed over, through the supplier where the channel can.
 //! - [`sensitive`]: the sensitive-word list, masking or rejecting content before it goes out.
 //! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
+//! - [`tencent`]: Tencent Cloud SMS (TC3-HMAC-SHA256 signed `SendSms`, `PullSmsSendStatus` receipts).
 //!
 //! Still to come (issue 4): the worker pipeline (shield, dedup, caps, rate limits, failover)
 //! on top of the queue (`store::queue`), and the SMS, email and inbox suppliers.
@@ -21,6 +22,7 @@ pub mod policy;
 pub mod recall;
 pub mod sensitive;
 pub mod supplier;
+pub mod tencent;
 pub mod webhook;
 pub mod worker;
 
