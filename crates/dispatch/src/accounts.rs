@@ -7,6 +7,7 @@ use std::time::Duration;
 use domain::{Channel, MessageId};
 use serde::Deserialize;
 
+use crate::aliyun::AliyunSmsSupplier;
 use crate::inbox::InboxSupplier;
 use crate::supplier::Supplier;
 use crate::tencent::TencentSms;
@@ -109,6 +110,7 @@ fn build_supplier(config: &AccountConfig) -> Result<Arc<dyn Supplier>, AccountEr
         }
         "inbox" => Arc::new(InboxSupplier),
         "tencent_sms" => Arc::new(TencentSms::from_account(config)?),
+        "aliyun_sms" => Arc::new(AliyunSmsSupplier::from_account(config)?),
         other => {
             return Err(AccountError::UnknownSupplier {
                 id: config.id.clone(),

@@ -6,16 +6,15 @@
 //! - [`accounts`]: configured channel accounts and the choice of one per message.
 //! - [`inbox`]: the INBOX channel, delivered on send.
 //! - [`worker`]: lane workers that claim, send and record the outcome.
-//! - [`policy`]: the policy rules as pure functions (night shield).
+//! - [`policy`]: the policy rules as pure functions (night shield, dedup and frequency keys).
 //! - [`recall`]: recall of messages already handed over, through the supplier where the channel can.
 //! - [`sensitive`]: the sensitive-word list, masking or rejecting content before it goes out.
 //! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
 //! - [`tencent`]: Tencent Cloud SMS (TC3-HMAC-SHA256 signed `SendSms`, `PullSmsSendStatus` receipts).
-//!
-//! Still to come (issue 4): the worker pipeline (shield, dedup, caps, rate limits, failover)
-//! on top of the queue (`store::queue`), and the SMS, email and inbox suppliers.
+//! - [`aliyun`]: SMS through Aliyun's `dysmsapi` (send, and receipts per message).
 
 pub mod accounts;
+pub mod aliyun;
 pub mod http;
 pub mod inbox;
 pub mod policy;

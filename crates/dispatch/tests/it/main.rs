@@ -1,5 +1,6 @@
 //! Suppliers against local fake services that check what the real ones check.
 #![allow(clippy::unwrap_used)]
 
+mod aliyun;
 mod tencent;
 mod webhook;
