@@ -233,6 +233,11 @@ impl Accounts {
         channels
     }
 
+    /// Every account, the built-in inbox included.
+    pub fn all(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.iter()
+    }
+
     /// The account with this id, if it is still configured.
     pub fn find(&self, id: &str) -> Option<&Account> {
         self.accounts.iter().find(|a| a.id == id)

@@ -431,6 +431,10 @@ impl Supplier for AliyunSmsSupplier {
         Box::pin(self.send_sms(message))
     }
 
+    fn queries_receipts(&self) -> bool {
+        true
+    }
+
     fn query_receipt<'a>(
         &'a self,
         message: &'a Outbound<'a>,

@@ -8,6 +8,7 @@
 //! - [`worker`]: lane workers that claim, send and record the outcome.
 //! - [`policy`]: the policy rules as pure functions (night shield, dedup and frequency keys).
 //! - [`recall`]: recall of messages already handed over, through the supplier where the channel can.
+//! - [`receipts`]: receipts read back from suppliers, pulled per account or asked per message.
 //! - [`sensitive`]: the sensitive-word list, masking or rejecting content before it goes out.
 //! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
 //! - [`tencent`]: Tencent Cloud SMS (TC3-HMAC-SHA256 signed `SendSms`, `PullSmsSendStatus` receipts).
@@ -19,6 +20,7 @@ pub mod http;
 pub mod inbox;
 pub mod policy;
 pub mod recall;
+pub mod receipts;
 pub mod sensitive;
 pub mod supplier;
 pub mod tencent;

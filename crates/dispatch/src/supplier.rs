@@ -112,6 +112,12 @@ pub trait Supplier: Send + Sync {
         None
     }
 
+    /// Whether receipts are read with [`query_receipt`](Self::query_receipt): dispatch then keeps
+    /// a sent message in the receipt lane until its receipt is in.
+    fn queries_receipts(&self) -> bool {
+        false
+    }
+
     /// Asks for the receipt of one dispatched message (Aliyun's `QuerySendDetails`). `None`:
     /// this supplier cannot be asked per message.
     fn query_receipt<'a>(

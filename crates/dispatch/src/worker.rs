@@ -47,6 +47,8 @@ pub struct WorkerOptions {
     pub lane_concurrency: BTreeMap<String, usize>,
     pub sensitive_words: SensitiveWords,
     pub sensitive_action: SensitiveAction,
+    /// How long after a send its receipt is first asked for, where the supplier is asked.
+    pub receipt_query_delay: Duration,
 }
 
 impl WorkerOptions {
@@ -73,6 +75,7 @@ impl Default for WorkerOptions {
             lane_concurrency: BTreeMap::new(),
             sensitive_words: SensitiveWords::default(),
             sensitive_action: SensitiveAction::Mask,
+            receipt_query_delay: crate::receipts::FIRST_QUERY_AFTER,
         }
     }
 }
@@ -200,9 +203,13 @@ pub(crate) async fn load(store: &Store, stream: &str) -> Result<(MessageState, u
 }
 
 /// What the queue row becomes with the outcome.
-enum Next {
+pub(crate) enum Next {
     Remove,
     Reschedule(DateTime<Utc>),
+    /// Into another lane (a sent message waiting for its receipt).
+    MoveTo(&'static str, DateTime<Utc>),
+    /// Untouched: the event is not the message's dispatch (a pulled receipt).
+    Keep,
 }
 
 /// Takes one claimed message through its account's supplier and records what happened.
@@ -465,6 +472,7 @@ pub async fn process(
     let at = Utc::now();
     let supplier = account.supplier.name().to_owned();
     let delivers = account.supplier.delivers_on_send();
+    let queries_receipts = account.supplier.queries_receipts();
     let account_id = account.id.clone();
     // The breaker hears of availability: only a retryable failure (5xx, timeout, no
     // connection) counts against the account. The outcome is recorded whatever the cache says,
@@ -498,7 +506,17 @@ pub async fn process(
                     at,
                 });
             }
-            (commands, Next::Remove)
+            // A supplier that is asked for receipts keeps the message in the receipt lane.
+            let next = if queries_receipts && !delivers {
+                Next::MoveTo(
+                    crate::receipts::LANE,
+                    at + chrono::Duration::from_std(options.receipt_query_delay)
+                        .unwrap_or_default(),
+                )
+            } else {
+                Next::Remove
+            };
+            (commands, next)
         }
         Err(SendError::Throttled { retry_after, .. }) => {
             // The account is over its rate: wait as asked, without spending an attempt, and
@@ -583,7 +601,7 @@ pub async fn process(
 }
 
 /// Decides `commands` one after another on a state, as one outcome.
-fn decide_all(
+pub(crate) fn decide_all(
     commands: Vec<MessageCommand>,
 ) -> impl Fn(&MessageState) -> Result<Vec<MessageEvent>, domain::MessageError> {
     move |state: &MessageState| {
@@ -619,7 +637,7 @@ async fn template_disabled(store: &Store, template: TemplateId) -> Result<bool, 
 
 /// Appends the decided events with the loaded version and updates the queue row, in one commit;
 /// on a concurrent change, loads again and decides again.
-async fn append_outcome(
+pub(crate) async fn append_outcome(
     store: &Store,
     stream: &str,
     metadata: &EventMetadata,
@@ -669,7 +687,7 @@ async fn finish(store: &Store, stream: &str, next: Next) -> Result<(), ProcessEr
     Ok(())
 }
 
-async fn update_queue(
+pub(crate) async fn update_queue(
     tx: &mut store::StoreTx,
     stream: &str,
     next: &Next,
@@ -678,6 +696,8 @@ async fn update_queue(
     match next {
         Next::Remove => queue::remove(tx, id).await,
         Next::Reschedule(at) => queue::reschedule(tx, id, *at).await,
+        Next::MoveTo(lane, at) => queue::move_to(tx, id, lane, *at).await,
+        Next::Keep => Ok(()),
     }
 }
 

@@ -64,6 +64,11 @@ pub struct DispatchConfig {
     pub sensitive_words_file: String,
     /// `mask` (replace with `*` and send) or `reject` (discard the message). Reloaded live.
     pub sensitive_action: SensitiveAction,
+    /// How long after a send its receipt is first asked for, from suppliers asked per message
+    /// (Aliyun SMS); later questions space out with the message's age.
+    pub receipt_query_delay_ms: u64,
+    /// How often receipts are pulled from suppliers that keep them for pulling (Tencent SMS).
+    pub receipt_pull_interval_ms: u64,
     /// How often the configuration file and the word list are checked for changes (0: only on
     /// SIGHUP).
     pub reload_interval_ms: u64,
@@ -92,6 +97,8 @@ impl Default for DispatchConfig {
             sensitive_words_file: String::new(),
             sensitive_action: SensitiveAction::Mask,
             reload_interval_ms: 2_000,
+            receipt_pull_interval_ms: 10_000,
+            receipt_query_delay_ms: 30_000,
         }
     }
 }

@@ -10,6 +10,7 @@ use cache::{BreakerPolicy, Cache};
 use dispatch::accounts::{AccountConfig, Accounts};
 use dispatch::policy::{Limits, NightWindow};
 use dispatch::recall::{self, Recaller};
+use dispatch::receipts;
 use dispatch::sensitive::SensitiveWords;
 use dispatch::worker::{self, RetryPolicy, WorkerOptions};
 use domain::{Channel, MessageType};
@@ -106,6 +107,7 @@ pub fn dispatch_options(config: &Config) -> anyhow::Result<WorkerOptions> {
         },
         sensitive_words,
         sensitive_action: d.sensitive_action,
+        receipt_query_delay: Duration::from_millis(d.receipt_query_delay_ms),
         ..WorkerOptions::default()
     })
 }
@@ -151,6 +153,22 @@ pub fn start_dispatch(
             }
         });
     }
+    if accounts.all().any(|a| a.supplier.queries_receipts()) {
+        tasks.spawn(receipts::run_queries(
+            store.clone(),
+            accounts.clone(),
+            format!("receipts-{}", uuid::Uuid::now_v7()),
+            Duration::from_secs(1),
+            Duration::from_millis(config.dispatch.receipt_query_delay_ms),
+            shutdown.clone(),
+        ));
+    }
+    tasks.spawn(receipts::run_pulls(
+        store.clone(),
+        accounts.clone(),
+        Duration::from_millis(config.dispatch.receipt_pull_interval_ms.max(100)),
+        shutdown.clone(),
+    ));
     let worker_id = format!("worker-{}", uuid::Uuid::now_v7());
     let (redis_url, prefix) = (
         config.cache.redis_url.clone(),

@@ -130,6 +130,28 @@ pub async fn remove(tx: &mut StoreTx, message_id: &str) -> Result<(), sqlx::Erro
     Ok(())
 }
 
+/// Moves a message to another lane, due at `due_at` and released from its claim, in the
+/// transaction that appends why (a sent message waiting for its receipt).
+pub async fn move_to(
+    tx: &mut StoreTx,
+    message_id: &str,
+    lane: &str,
+    due_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    on_tx!(tx, |conn| {
+        sqlx::query(
+        "UPDATE dispatch_queue SET lane = $2, due_at = $3, claimed_by = NULL, claimed_until = NULL WHERE message_id = $1"
+    )
+    .bind(message_id)
+    .bind(lane)
+    .bind(due_at.timestamp_millis())
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected())
+    })?;
+    Ok(())
+}
+
 /// Puts a message back for later (a retry, a night deferral), released from its claim, in the
 /// transaction that appends the reason.
 pub async fn reschedule(

@@ -14,4 +14,5 @@ mod readme;
 mod reload;
 mod serve;
 mod sigterm;
+mod sms;
 mod support;
