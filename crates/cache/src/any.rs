@@ -123,6 +123,34 @@ impl PolicyCache for Cache {
     async fn ping(&self) -> Result<()> {
         both!(self, c => c.ping().await)
     }
+
+    async fn shared_value(&self, name: &str, now: DateTime<Utc>) -> Result<Option<(String, i64)>> {
+        both!(self, c => c.shared_value(name, now).await)
+    }
+
+    async fn set_shared_value(
+        &self,
+        name: &str,
+        value: &str,
+        expires_at_ms: i64,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        both!(self, c => c.set_shared_value(name, value, expires_at_ms, now).await)
+    }
+
+    async fn try_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        both!(self, c => c.try_lock(name, owner, ttl, now).await)
+    }
+
+    async fn unlock(&self, name: &str, owner: &str) -> Result<()> {
+        both!(self, c => c.unlock(name, owner).await)
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ struct State {
     buckets: HashMap<String, Entry<Bucket>>,
     pauses: HashMap<String, Entry<()>>,
     breakers: HashMap<String, Entry<Breaker>>,
+    values: HashMap<String, Entry<String>>,
+    locks: HashMap<String, Entry<String>>,
     calls_since_sweep: usize,
 }
 
@@ -132,6 +134,8 @@ impl State {
             + self.buckets.len()
             + self.pauses.len()
             + self.breakers.len()
+            + self.values.len()
+            + self.locks.len()
     }
 
     fn sweep(&mut self, now: i64) {
@@ -141,6 +145,8 @@ impl State {
         self.buckets.retain(|_, e| e.expires_at > now);
         self.pauses.retain(|_, e| e.expires_at > now);
         self.breakers.retain(|_, e| e.expires_at > now);
+        self.values.retain(|_, e| e.expires_at > now);
+        self.locks.retain(|_, e| e.expires_at > now);
     }
 }
 
@@ -399,6 +405,71 @@ impl PolicyCache for MemoryCache {
     }
 
     async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn shared_value(&self, name: &str, now: DateTime<Utc>) -> Result<Option<(String, i64)>> {
+        let now = now.timestamp_millis();
+        Ok(self.with(now, |state| {
+            live(&mut state.values, name, now)?;
+            state
+                .values
+                .get(name)
+                .map(|e| (e.value.clone(), e.expires_at))
+        }))
+    }
+
+    async fn set_shared_value(
+        &self,
+        name: &str,
+        value: &str,
+        expires_at_ms: i64,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let now = now.timestamp_millis();
+        let ttl = types::value_ttl_ms(expires_at_ms, now)?;
+        self.with(now, |state| {
+            state.values.insert(
+                name.to_owned(),
+                Entry {
+                    value: value.to_owned(),
+                    expires_at: now + ttl,
+                },
+            );
+        });
+        Ok(())
+    }
+
+    async fn try_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let now = now.timestamp_millis();
+        let ttl = types::lock_ms(ttl)?;
+        Ok(self.with(now, |state| {
+            let held_by_other = live(&mut state.locks, name, now).is_some_and(|h| h != owner);
+            if held_by_other {
+                return false;
+            }
+            state.locks.insert(
+                name.to_owned(),
+                Entry {
+                    value: owner.to_owned(),
+                    expires_at: now + ttl,
+                },
+            );
+            true
+        }))
+    }
+
+    async fn unlock(&self, name: &str, owner: &str) -> Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.locks.get(name).is_some_and(|e| e.value == owner) {
+            state.locks.remove(name);
+        }
         Ok(())
     }
 }

@@ -106,4 +106,36 @@ pub trait PolicyCache: Clone + Send + Sync + 'static {
 
     /// Checks that the cache answers, for readiness.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// A value every process shares (a supplier's access token) and the instant it stops being
+    /// valid, or `None` when there is none or it has expired at `now`.
+    fn shared_value(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<(String, i64)>>> + Send;
+
+    /// Keeps `value` under `name` until `expires_at_ms` (which must be after `now`), replacing
+    /// what was there.
+    fn set_shared_value(
+        &self,
+        name: &str,
+        value: &str,
+        expires_at_ms: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Takes the lock `name` for `owner` for `ttl`, unless another owner holds it: `true` when
+    /// `owner` holds it now. Taking a lock one already holds extends it. A lock whose holder
+    /// died frees itself after `ttl`.
+    fn try_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Frees the lock `name` if `owner` holds it; someone else's lock is left alone.
+    fn unlock(&self, name: &str, owner: &str) -> impl Future<Output = Result<()>> + Send;
 }

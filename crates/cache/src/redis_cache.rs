@@ -42,6 +42,8 @@ struct Scripts {
     frequency: Script,
     take_token: Script,
     pause: Script,
+    try_lock: Script,
+    unlock: Script,
     record_result: Script,
     breaker_state: Script,
 }
@@ -51,6 +53,8 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     frequency: Script::new(include_str!("lua/frequency.lua")),
     take_token: Script::new(include_str!("lua/take_token.lua")),
     pause: Script::new(include_str!("lua/pause.lua")),
+    try_lock: Script::new(include_str!("lua/try_lock.lua")),
+    unlock: Script::new(include_str!("lua/unlock.lua")),
     record_result: Script::new(include_str!("lua/record_result.lua")),
     breaker_state: Script::new(include_str!("lua/breaker_state.lua")),
 });
@@ -276,6 +280,70 @@ impl PolicyCache for RedisCache {
     async fn ping(&self) -> Result<()> {
         redis::cmd("PING")
             .exec_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn shared_value(&self, name: &str, now: DateTime<Utc>) -> Result<Option<(String, i64)>> {
+        // Stored as `{expires_at_ms}:{value}`; Redis drops it at the same instant (PX).
+        let stored: Option<String> = redis::cmd("GET")
+            .arg(self.key("value", name))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let (expires, value) = stored
+            .split_once(':')
+            .ok_or_else(|| CacheError::Corrupt(format!("shared value {name:?}")))?;
+        let expires: i64 = expires
+            .parse()
+            .map_err(|_| CacheError::Corrupt(format!("shared value {name:?} expiry")))?;
+        Ok((expires > now.timestamp_millis()).then(|| (value.to_owned(), expires)))
+    }
+
+    async fn set_shared_value(
+        &self,
+        name: &str,
+        value: &str,
+        expires_at_ms: i64,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let ttl = types::value_ttl_ms(expires_at_ms, now.timestamp_millis())?;
+        redis::cmd("SET")
+            .arg(self.key("value", name))
+            .arg(format!("{expires_at_ms}:{value}"))
+            .arg("PX")
+            .arg(ttl)
+            .exec_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn try_lock(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+        _now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let ttl = types::lock_ms(ttl)?;
+        let held: i64 = SCRIPTS
+            .try_lock
+            .key(self.key("lock", name))
+            .arg(owner)
+            .arg(ttl)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(held == 1)
+    }
+
+    async fn unlock(&self, name: &str, owner: &str) -> Result<()> {
+        let _freed: i64 = SCRIPTS
+            .unlock
+            .key(self.key("lock", name))
+            .arg(owner)
+            .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(())
     }

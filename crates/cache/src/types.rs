@@ -110,6 +110,21 @@ pub(crate) fn period_ms(period_end_ms: i64, now_ms: i64) -> Result<i64> {
     )
 }
 
+/// The time to live of a shared value ending at `expires_at_ms`.
+pub(crate) fn value_ttl_ms(expires_at_ms: i64, now_ms: i64) -> Result<i64> {
+    if expires_at_ms <= now_ms {
+        return Err(CacheError::InvalidArgument(format!(
+            "a shared value must expire after now ({now_ms}), not at {expires_at_ms}"
+        )));
+    }
+    duration_ms("a shared value's life", u128::from(expires_at_ms.abs_diff(now_ms)))
+}
+
+/// A lock's time to live in milliseconds.
+pub(crate) fn lock_ms(ttl: Duration) -> Result<i64> {
+    duration_ms("a lock", ttl.as_millis())
+}
+
 pub(crate) fn check_bucket(rate_per_sec: f64, burst: u32) -> Result<()> {
     if !(rate_per_sec.is_finite() && rate_per_sec > 0.0) {
         return Err(CacheError::InvalidArgument(format!(

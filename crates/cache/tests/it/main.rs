@@ -7,4 +7,5 @@
 mod breaker;
 mod contract;
 mod redis_only;
+mod shared;
 mod support;
