@@ -7,6 +7,7 @@ use std::time::Duration;
 use domain::{Channel, MessageId};
 use serde::Deserialize;
 
+use crate::email::EmailSupplier;
 use crate::inbox::InboxSupplier;
 use crate::supplier::Supplier;
 use crate::webhook::WebhookSupplier;
@@ -17,7 +18,7 @@ use crate::webhook::WebhookSupplier;
 pub struct AccountConfig {
     pub id: String,
     pub channel: Channel,
-    /// `webhook` or `inbox` (more with each supplier).
+    /// `webhook`, `inbox` or `smtp` (more with each supplier).
     pub supplier: String,
     /// The supplier's API address, for a private endpoint or a test double (absent: the
     /// supplier's public address).
@@ -107,6 +108,7 @@ fn build_supplier(config: &AccountConfig) -> Result<Arc<dyn Supplier>, AccountEr
             )
         }
         "inbox" => Arc::new(InboxSupplier),
+        "smtp" => Arc::new(EmailSupplier::from_account(config)?),
         other => {
             return Err(AccountError::UnknownSupplier {
                 id: config.id.clone(),

@@ -9,11 +9,13 @@
 //! - [`policy`]: the policy rules as pure functions (night shield).
 //! - [`recall`]: recall of messages already handed over, through the supplier where the channel can.
 //! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
+//! - [`email`]: the EMAIL channel over SMTP (supplier `smtp`), attachments fetched over http(s).
 //!
 //! Still to come (issue 4): the worker pipeline (shield, dedup, caps, rate limits, failover)
-//! on top of the queue (`store::queue`), and the SMS, email and inbox suppliers.
+//! on top of the queue (`store::queue`), and the SMS and inbox suppliers.
 
 pub mod accounts;
+pub mod email;
 pub mod http;
 pub mod inbox;
 pub mod policy;

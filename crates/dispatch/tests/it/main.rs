@@ -1,4 +1,5 @@
 //! Suppliers against local fake services that check what the real ones check.
 #![allow(clippy::unwrap_used)]
 
+mod email;
 mod webhook;
