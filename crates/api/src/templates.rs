@@ -64,6 +64,8 @@ pub struct CreateTemplateInput {
     #[graphql(default_with = "ShieldType::None")]
     pub shield_type: ShieldType,
     /// The content model for the channel, e.g. `{"kind": "TEXT", "body": "Your code is ${code}"}`.
+    /// An EMAIL may carry `"attachments": [{"url": "https://…", "filename": "invoice.pdf"}]`:
+    /// http or https URLs only (ATTACHMENT_URL_NOT_HTTP otherwise), fetched when each message is sent.
     pub content: Json<serde_json::Value>,
     /// The channel account (or account group) that sends it.
     pub account: String,

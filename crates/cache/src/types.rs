@@ -117,7 +117,10 @@ pub(crate) fn value_ttl_ms(expires_at_ms: i64, now_ms: i64) -> Result<i64> {
             "a shared value must expire after now ({now_ms}), not at {expires_at_ms}"
         )));
     }
-    duration_ms("a shared value's life", u128::from(expires_at_ms.abs_diff(now_ms)))
+    duration_ms(
+        "a shared value's life",
+        u128::from(expires_at_ms.abs_diff(now_ms)),
+    )
 }
 
 /// A lock's time to live in milliseconds.

@@ -8,6 +8,7 @@ use domain::{Channel, MessageId};
 use serde::Deserialize;
 
 use crate::aliyun::AliyunSmsSupplier;
+use crate::email::EmailSupplier;
 use crate::inbox::InboxSupplier;
 use crate::supplier::Supplier;
 use crate::tencent::TencentSms;
@@ -19,7 +20,7 @@ use crate::webhook::WebhookSupplier;
 pub struct AccountConfig {
     pub id: String,
     pub channel: Channel,
-    /// `webhook` or `inbox` (more with each supplier).
+    /// `webhook`, `inbox` or `smtp` (more with each supplier).
     pub supplier: String,
     /// The supplier's API address, for a private endpoint or a test double (absent: the
     /// supplier's public address).
@@ -111,6 +112,7 @@ fn build_supplier(config: &AccountConfig) -> Result<Arc<dyn Supplier>, AccountEr
         "inbox" => Arc::new(InboxSupplier),
         "tencent_sms" => Arc::new(TencentSms::from_account(config)?),
         "aliyun_sms" => Arc::new(AliyunSmsSupplier::from_account(config)?),
+        "smtp" => Arc::new(EmailSupplier::from_account(config)?),
         other => {
             return Err(AccountError::UnknownSupplier {
                 id: config.id.clone(),

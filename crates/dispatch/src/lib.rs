@@ -13,9 +13,11 @@
 //! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
 //! - [`tencent`]: Tencent Cloud SMS (TC3-HMAC-SHA256 signed `SendSms`, `PullSmsSendStatus` receipts).
 //! - [`aliyun`]: SMS through Aliyun's `dysmsapi` (send, and receipts per message).
+//! - [`email`]: the EMAIL channel over SMTP (supplier `smtp`), attachments fetched over http(s).
 
 pub mod accounts;
 pub mod aliyun;
+pub mod email;
 pub mod http;
 pub mod inbox;
 pub mod policy;

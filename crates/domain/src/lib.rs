@@ -8,6 +8,7 @@
 //! - [`ids`]: message, template and event ids; tenant and request ids; stream names.
 //! - [`channel`]: the closed vocabularies of a template (channel, message type, receiver id type, shield type).
 //! - [`receiver`]: receivers validated and normalised for their id type, and masked for logs.
+//! - [`attachment`]: email attachments, named by an http(s) URL and fetched at send time.
 //! - [`template`]: content models, `${name}` placeholders, rendering and link extraction.
 //! - [`template_event`]: the events of one template stream.
 //! - [`template_aggregate`]: the template's state, `apply` and `fold`, with the review rules.
@@ -23,6 +24,7 @@
 //! `apply(state, &event) -> Result<State, Error>` share one set of rules, so `decide` never emits an event
 //! that `apply` refuses.
 
+pub mod attachment;
 pub mod channel;
 pub mod ids;
 pub mod message;
@@ -37,6 +39,7 @@ pub mod template_decide;
 pub mod template_event;
 pub mod wire;
 
+pub use attachment::Attachment;
 pub use channel::{Channel, MessageType, ReceiverIdType, ShieldType, lane};
 pub use ids::{EventId, IdError, MessageId, RequestId, TemplateId, TenantId, send_stream_name};
 pub use message::{

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::attachment::{Attachment, MAX_ATTACHMENTS};
 use crate::channel::Channel;
 use crate::template_aggregate::TemplateError;
 
@@ -30,6 +31,9 @@ pub enum TemplateContent {
         html: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
+        /// Absent from events written before attachments existed, which therefore still decode.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<Attachment>,
     },
     Markdown {
         title: String,
@@ -190,6 +194,7 @@ impl TemplateContent {
                 subject,
                 html,
                 text,
+                attachments,
             } => {
                 required("subject", subject, MAX_SUBJECT_BYTES)?;
                 within("html", html.as_deref().unwrap_or_default(), MAX_TEXT_BYTES)?;
@@ -198,6 +203,15 @@ impl TemplateContent {
                     |body: &Option<String>| body.as_deref().is_none_or(|b| b.trim().is_empty());
                 if blank(html) && blank(text) {
                     return Err(TemplateError::EmailWithoutBody);
+                }
+                if attachments.len() > MAX_ATTACHMENTS {
+                    return Err(TemplateError::TooManyAttachments {
+                        count: attachments.len(),
+                        max: MAX_ATTACHMENTS,
+                    });
+                }
+                for attachment in attachments {
+                    attachment.validate()?;
                 }
                 Ok(())
             }
@@ -245,6 +259,7 @@ impl TemplateContent {
                 subject,
                 html,
                 text,
+                attachments: _,
             } => [Some(subject), html.as_ref(), text.as_ref()]
                 .into_iter()
                 .flatten()
@@ -270,10 +285,12 @@ impl TemplateContent {
                 subject,
                 html,
                 text,
+                attachments,
             } => Self::Email {
                 subject: f(subject),
                 html: html.as_deref().map(&mut f),
                 text: text.as_deref().map(&mut f),
+                attachments: attachments.clone(),
             },
             Self::Markdown { title, body } => Self::Markdown {
                 title: f(title),
@@ -303,7 +320,7 @@ impl TemplateContent {
     }
 }
 
-fn required(field: &'static str, value: &str, max: usize) -> Result<(), TemplateError> {
+pub(crate) fn required(field: &'static str, value: &str, max: usize) -> Result<(), TemplateError> {
     if value.trim().is_empty() {
         return Err(TemplateError::EmptyField { field });
     }

@@ -56,6 +56,10 @@ pub enum TemplateError {
     EmailWithoutBody,
     #[error("parameter {name} appears more than once")]
     DuplicateParam { name: String },
+    #[error("an email has {count} attachments, more than the {max} allowed")]
+    TooManyAttachments { count: usize, max: usize },
+    #[error("attachment URL {url:?} is not http or https")]
+    AttachmentUrlNotHttp { url: String },
 }
 
 impl TemplateError {
@@ -80,6 +84,8 @@ impl TemplateError {
             Self::FieldTooLong { .. } => "FIELD_TOO_LONG",
             Self::EmailWithoutBody => "EMAIL_WITHOUT_BODY",
             Self::DuplicateParam { .. } => "DUPLICATE_PARAM",
+            Self::TooManyAttachments { .. } => "TOO_MANY_ATTACHMENTS",
+            Self::AttachmentUrlNotHttp { .. } => "ATTACHMENT_URL_NOT_HTTP",
         }
     }
 }

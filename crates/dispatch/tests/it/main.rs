@@ -2,5 +2,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod aliyun;
+mod email;
 mod tencent;
 mod webhook;

@@ -42,13 +42,20 @@ pub fn any_content() -> impl Strategy<Value = TemplateContent> {
         (
             any_text(),
             proptest::option::of(any_text()),
-            proptest::option::of(any_text())
+            proptest::option::of(any_text()),
+            proptest::collection::vec((any_text(), proptest::option::of(any_text())), 0..3)
         )
-            .prop_map(|(subject, html, text)| TemplateContent::Email {
-                subject,
-                html,
-                text
-            }),
+            .prop_map(
+                |(subject, html, text, attachments)| TemplateContent::Email {
+                    subject,
+                    html,
+                    text,
+                    attachments: attachments
+                        .into_iter()
+                        .map(|(url, filename)| Attachment { url, filename })
+                        .collect(),
+                }
+            ),
         (any_text(), any_text())
             .prop_map(|(title, body)| TemplateContent::Markdown { title, body }),
         (

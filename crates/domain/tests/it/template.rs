@@ -56,12 +56,14 @@ fn render_substitutes_every_text_field() {
         subject: "Hello ${name}".to_owned(),
         html: Some("<p>${name}: ${link}</p>".to_owned()),
         text: None,
+        attachments: vec![],
     };
     let rendered = content.render(&vars(&[("name", "Ann"), ("link", "https://x.io")]));
     let expected = TemplateContent::Email {
         subject: "Hello Ann".to_owned(),
         html: Some("<p>Ann: https://x.io</p>".to_owned()),
         text: None,
+        attachments: vec![],
     };
     assert_eq!(rendered, Ok(expected));
 }
@@ -129,6 +131,7 @@ fn content_models_fit_their_channels() {
         subject: "s".to_owned(),
         html: None,
         text: Some("t".to_owned()),
+        attachments: vec![],
     };
     let markdown = TemplateContent::Markdown {
         title: "t".to_owned(),
@@ -203,6 +206,7 @@ fn validation_checks_required_fields_and_sizes() {
         subject: subject.to_owned(),
         html: html.map(str::to_owned),
         text: text.map(str::to_owned),
+        attachments: vec![],
     };
     assert_eq!(email("s", None, Some("t")).validate(), Ok(()));
     assert_eq!(
@@ -277,6 +281,113 @@ fn content_is_tagged_by_kind_on_the_wire() {
     assert_eq!(supplier.kind(), "SUPPLIER_TEMPLATE");
 }
 
+fn email_with(attachments: Vec<Attachment>) -> TemplateContent {
+    TemplateContent::Email {
+        subject: "Invoice ${n}".to_owned(),
+        html: None,
+        text: Some("See https://shop.io/i/${n}".to_owned()),
+        attachments,
+    }
+}
+
+fn attachment(url: &str, filename: Option<&str>) -> Attachment {
+    Attachment {
+        url: url.to_owned(),
+        filename: filename.map(str::to_owned),
+    }
+}
+
+#[test]
+fn attachments_travel_with_an_email_and_are_left_out_when_there_are_none() {
+    let with = email_with(vec![attachment("https://shop.io/a.pdf", Some("a.pdf"))]);
+    let json = serde_json::to_value(&with).unwrap();
+    assert_eq!(
+        json["attachments"],
+        serde_json::json!([{"url": "https://shop.io/a.pdf", "filename": "a.pdf"}])
+    );
+    assert_eq!(
+        serde_json::from_value::<TemplateContent>(json).unwrap(),
+        with
+    );
+    let without = serde_json::to_value(email_with(vec![])).unwrap();
+    assert!(without.get("attachments").is_none(), "{without}");
+}
+
+#[test]
+fn attachment_urls_must_be_http_or_https() {
+    for url in [
+        "https://shop.io/a.pdf",
+        "http://127.0.0.1:8080/x?y=1",
+        "HTTPS://shop.io",
+    ] {
+        let content = email_with(vec![attachment(url, None)]);
+        assert_eq!(content.validate(), Ok(()), "{url}");
+    }
+    for url in [
+        "file:///etc/passwd",
+        "ftp://shop.io/a.pdf",
+        "data:text/plain;base64,aGk=",
+        "https:///etc/passwd",
+        "//shop.io/a.pdf",
+        "https://shop.io/a b.pdf",
+        "gopher://shop.io",
+    ] {
+        let content = email_with(vec![attachment(url, None)]);
+        assert_eq!(
+            content.validate(),
+            Err(TemplateError::AttachmentUrlNotHttp {
+                url: url.to_owned()
+            }),
+            "{url}"
+        );
+    }
+    assert_eq!(
+        TemplateError::AttachmentUrlNotHttp { url: String::new() }.code(),
+        "ATTACHMENT_URL_NOT_HTTP"
+    );
+    assert_eq!(
+        email_with(vec![attachment("https://shop.io/a", Some(" "))]).validate(),
+        Err(TemplateError::EmptyField {
+            field: "attachments.filename"
+        })
+    );
+    let many = email_with(vec![attachment("https://shop.io/a", None); 11]);
+    assert_eq!(
+        many.validate(),
+        Err(TemplateError::TooManyAttachments { count: 11, max: 10 })
+    );
+    assert_eq!(
+        TemplateError::TooManyAttachments { count: 11, max: 10 }.code(),
+        "TOO_MANY_ATTACHMENTS"
+    );
+}
+
+#[test]
+fn attachments_are_configuration_not_rendered_or_tracked() {
+    let content = email_with(vec![attachment("https://shop.io/${n}.pdf", Some("${n}"))]);
+    assert_eq!(content.placeholders(), names(&["n"]));
+    assert_eq!(content.links(), ["https://shop.io/i/${n}"]);
+    let rendered = content.render(&vars(&[("n", "7")])).unwrap();
+    let tracked = rendered.rewrite_links(|_| Some("https://t.io/c/1".to_owned()));
+    let TemplateContent::Email {
+        subject,
+        text,
+        attachments,
+        ..
+    } = tracked
+    else {
+        panic!("the model does not change")
+    };
+    assert_eq!(
+        (subject.as_str(), text.as_deref()),
+        ("Invoice 7", Some("See https://t.io/c/1"))
+    );
+    assert_eq!(
+        attachments,
+        [attachment("https://shop.io/${n}.pdf", Some("${n}"))]
+    );
+}
+
 /// Template text built from pieces that include stray `$`, `{` and `}` around real placeholders.
 fn tricky_text() -> impl Strategy<Value = String> {
     let piece = prop_oneof![
@@ -297,7 +408,8 @@ fn tricky_content() -> impl Strategy<Value = TemplateContent> {
             .prop_map(|(subject, html, text)| TemplateContent::Email {
                 subject,
                 html,
-                text
+                text,
+                attachments: vec![],
             }),
         (
             tricky_text(),

@@ -275,6 +275,7 @@ fn an_update_adds_a_draft_version_and_keeps_the_channel() {
         subject: "s".to_owned(),
         html: None,
         text: Some("t".to_owned()),
+        attachments: vec![],
     };
     check(
         vec![created()],

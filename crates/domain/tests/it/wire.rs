@@ -90,6 +90,30 @@ fn a_stored_receiver_that_fails_validation_is_a_bad_payload() {
 }
 
 #[test]
+fn an_email_accepted_before_attachments_existed_still_decodes() {
+    let mut payload = accepted().encode();
+    payload["channel"] = json!("EMAIL");
+    payload["receiver"] = json!({"id_type": "EMAIL", "value": "ann@example.com"});
+    payload["content"] = json!({"kind": "EMAIL", "subject": "Hi", "text": "Hello"});
+    let MessageEvent::MessageAccepted(event) =
+        MessageEvent::decode("MessageAccepted", 1, &payload).unwrap()
+    else {
+        panic!("a MessageAccepted")
+    };
+    assert_eq!(
+        event.content,
+        TemplateContent::Email {
+            subject: "Hi".to_owned(),
+            html: None,
+            text: Some("Hello".to_owned()),
+            attachments: vec![],
+        }
+    );
+    // Encoding it again writes the same payload: no attachments, no key.
+    assert_eq!(MessageEvent::from(event).encode(), payload);
+}
+
+#[test]
 fn metadata_leaves_out_absent_fields() {
     let metadata = EventMetadata::new(tenant());
     assert_eq!(

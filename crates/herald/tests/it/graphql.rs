@@ -355,6 +355,23 @@ async fn every_failure_has_a_code(app: &TestApp) {
         "VALIDATION",
         "text content does not fit email"
     );
+    let email = |url: &str| json!({ "input": { "name": "x", "channel": "EMAIL", "msgType": "NOTICE", "content": { "kind": "EMAIL", "subject": "s", "text": "t", "attachments": [{ "url": url }] }, "account": "a", "ownerTeam": "t" } });
+    for url in ["file:///etc/passwd", "ftp://example.com/a", "data:,hi"] {
+        let (_, answer) = app.gql(Some(&keys.author), CREATE, email(url)).await;
+        assert_eq!(
+            code(&answer),
+            ("VALIDATION".into(), "ATTACHMENT_URL_NOT_HTTP".into()),
+            "{url}"
+        );
+    }
+    ok_answer(
+        app.gql(
+            Some(&keys.author),
+            CREATE,
+            email("https://example.com/a.pdf"),
+        )
+        .await,
+    );
 }
 
 async fn tenants_never_see_each_other(app: &TestApp) {
