@@ -81,11 +81,12 @@ impl PolicyCache for Cache {
     async fn frequency(
         &self,
         key: &str,
+        owner: &str,
         limit: u32,
         period_end_ms: i64,
         now: DateTime<Utc>,
     ) -> Result<FrequencyOutcome> {
-        both!(self, c => c.frequency(key, limit, period_end_ms, now).await)
+        both!(self, c => c.frequency(key, owner, limit, period_end_ms, now).await)
     }
 
     async fn take_token(

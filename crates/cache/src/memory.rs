@@ -1,7 +1,7 @@
 //! The embedded default: every policy in process, behind one std `Mutex`. The rules are the
 //! Lua scripts' (`src/lua/`), written again in Rust; the contract suite holds both to them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -57,6 +57,8 @@ struct Mark {
 struct Counter {
     count: u32,
     period_end: i64,
+    /// Who was counted this period: counting the same message again counts nothing.
+    owners: HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -204,6 +206,7 @@ impl PolicyCache for MemoryCache {
     async fn frequency(
         &self,
         key: &str,
+        owner: &str,
         limit: u32,
         period_end_ms: i64,
         now: DateTime<Utc>,
@@ -211,19 +214,26 @@ impl PolicyCache for MemoryCache {
         let now = now.timestamp_millis();
         let ttl = types::period_ms(period_end_ms, now)?;
         Ok(self.with(now, |state| {
-            let count = match live(&mut state.frequency, key, now) {
-                Some(c) if c.period_end > now => c.count,
-                _ => 0,
+            let (count, counted) = match live(&mut state.frequency, key, now) {
+                Some(c) if c.period_end > now => (c.count, c.owners.contains(owner)),
+                _ => (0, false),
             };
+            if counted {
+                return FrequencyOutcome::Allowed { count };
+            }
             if count >= limit {
                 return FrequencyOutcome::Exceeded { count };
             }
             match state.frequency.get_mut(key) {
-                Some(entry) if count > 0 => entry.value.count += 1,
+                Some(entry) if count > 0 => {
+                    entry.value.count += 1;
+                    entry.value.owners.insert(owner.to_owned());
+                }
                 _ => {
                     let counter = Counter {
                         count: 1,
                         period_end: period_end_ms,
+                        owners: HashSet::from([owner.to_owned()]),
                     };
                     state.frequency.insert(
                         key.to_owned(),

@@ -39,10 +39,14 @@ pub trait PolicyCache: Clone + Send + Sync + 'static {
     /// Counts one use of `key` if fewer than `limit` were counted in the current period. An
     /// exceeded call counts nothing. The counter starts on the first use after the previous
     /// period ended and lasts until `period_end_ms` (the caller computes it, for instance the
-    /// end of the receiver's day in the tenant's zone), which must be after `now`.
+    /// end of the receiver's day in the tenant's zone), which must be after `now`. The use is
+    /// `owner`'s (a message id): an owner counted this period is allowed again and counts
+    /// nothing, so a message that comes back (after a deferral, a rate limit, a crash) is not
+    /// counted twice.
     fn frequency(
         &self,
         key: &str,
+        owner: &str,
         limit: u32,
         period_end_ms: i64,
         now: DateTime<Utc>,

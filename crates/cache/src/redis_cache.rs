@@ -158,6 +158,7 @@ impl PolicyCache for RedisCache {
     async fn frequency(
         &self,
         key: &str,
+        owner: &str,
         limit: u32,
         period_end_ms: i64,
         now: DateTime<Utc>,
@@ -171,6 +172,7 @@ impl PolicyCache for RedisCache {
             .arg(limit)
             .arg(period_end_ms)
             .arg(ttl)
+            .arg(owner)
             .invoke_async(&mut self.conn.clone())
             .await?;
         let count = count(n)?;

@@ -12,6 +12,7 @@
 //! `settings.region` (`RegionId`, default `cn-hangzhou`).
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -110,12 +111,14 @@ fn shanghai() -> FixedOffset {
 ///
 /// The code decides where Aliyun documents it; the HTTP status only where it does not.
 /// - `Throttling*` is Aliyun's API flow control on the account: pause the account.
+/// - The account's credentials refused, its balance, service or daily and monthly quota used
+///   up: the account is unavailable; it is paused and messages fail over to another account.
+///   The daily quota pauses it for an hour, the rest for the default minute.
 /// - `isv.BUSINESS_LIMIT_CONTROL` is the per-number frequency limit (so many messages to one
-///   phone a minute, hour or day), and the `*_LIMIT_CONTROL` quotas are the account's own daily
-///   and monthly caps: pausing the account would hold up every other receiver, so they are
-///   retried later, or through another account.
-/// - `isp.*` is Aliyun's side and worth retrying, except a RAM permission denial.
-/// - `isv.*` and the authentication codes are the request, the account or its balance: final.
+///   phone a minute, hour or day): the receiver's, not the account's, so final, and never
+///   counted against the account's breaker nor sent round the limit through another account.
+/// - `isp.*` is Aliyun's side and worth retrying.
+/// - Other `isv.*` codes are the request itself (the number, template or sign): final.
 pub fn classify(code: &str, message: &str, status: StatusCode, headers: &HeaderMap) -> SendError {
     let code_owned = code.to_owned();
     let message = message.to_owned();
@@ -126,25 +129,31 @@ pub fn classify(code: &str, message: &str, status: StatusCode, headers: &HeaderM
             retry_after: http::retry_after(headers),
         };
     }
+    let unavailable = |retry_after: Option<Duration>| SendError::Unavailable {
+        code: code.to_owned(),
+        message: message.clone(),
+        retry_after,
+    };
     let retryable = match code {
+        "isv.DAY_LIMIT_CONTROL" => return unavailable(Some(Duration::from_secs(3600))),
+        "isp.RAM_PERMISSION_DENY"
+        | "isv.AMOUNT_NOT_ENOUGH"
+        | "isv.OUT_OF_SERVICE"
+        | "isv.MONTH_LIMIT_CONTROL"
+        | "SignatureDoesNotMatch"
+        | "InvalidAccessKeyId.NotFound"
+        | "InvalidAccessKeyId.Inactive" => return unavailable(None),
         "isp.SYSTEM_ERROR"
         | "isp.GATEWAY_ERROR"
         | "ServiceUnavailable"
         | "InternalError"
         | "SignatureNonceUsed"
-        | "isv.BUSINESS_LIMIT_CONTROL"
-        | "isv.DAY_LIMIT_CONTROL"
-        | "isv.MONTH_LIMIT_CONTROL" => true,
-        "isp.RAM_PERMISSION_DENY"
+        | "InvalidTimeStamp.Expired" => true,
+        "isv.BUSINESS_LIMIT_CONTROL"
         | "isv.MOBILE_NUMBER_ILLEGAL"
         | "isv.SMS_TEMPLATE_ILLEGAL"
-        | "isv.SMS_SIGNATURE_ILLEGAL"
-        | "isv.AMOUNT_NOT_ENOUGH"
-        | "isv.OUT_OF_SERVICE"
-        | "InvalidAccessKeyId.NotFound"
-        | "InvalidAccessKeyId.Inactive"
-        | "SignatureDoesNotMatch"
-        | "InvalidTimeStamp.Expired" => false,
+        | "isv.SMS_SIGNATURE_ILLEGAL" => false,
+        other if other.starts_with("InvalidAccessKeyId") => return unavailable(None),
         other if other.starts_with("isp.") => true,
         other if other.starts_with("isv.") => false,
         // A code not documented for SMS: the HTTP status says what kind of failure it was.
@@ -157,6 +166,15 @@ pub fn classify(code: &str, message: &str, status: StatusCode, headers: &HeaderM
                 SendError::Final { message, .. } => SendError::Final {
                     code: code_owned,
                     message,
+                },
+                SendError::Unavailable {
+                    message,
+                    retry_after,
+                    ..
+                } => SendError::Unavailable {
+                    code: code_owned,
+                    message,
+                    retry_after,
                 },
                 SendError::Throttled {
                     message,
@@ -518,11 +536,7 @@ mod tests {
             check("Throttling.User", StatusCode::BAD_REQUEST),
             SendError::Throttled { .. }
         ));
-        for retryable in [
-            "isp.SYSTEM_ERROR",
-            "isv.BUSINESS_LIMIT_CONTROL",
-            "isv.DAY_LIMIT_CONTROL",
-        ] {
+        for retryable in ["isp.SYSTEM_ERROR", "InvalidTimeStamp.Expired"] {
             assert!(matches!(
                 check(retryable, StatusCode::OK),
                 SendError::Retryable { .. }
@@ -532,11 +546,11 @@ mod tests {
             check("ServiceUnavailable", StatusCode::SERVICE_UNAVAILABLE),
             SendError::Retryable { code, .. } if code == "ServiceUnavailable"
         ));
+        // The per-number limit is the receiver's: final, never the account's failure.
         for fatal in [
-            "isp.RAM_PERMISSION_DENY",
+            "isv.BUSINESS_LIMIT_CONTROL",
             "isv.MOBILE_NUMBER_ILLEGAL",
             "isv.SMS_TEMPLATE_ILLEGAL",
-            "isv.AMOUNT_NOT_ENOUGH",
             "isv.SOMETHING_NEW",
         ] {
             assert!(matches!(
@@ -544,9 +558,29 @@ mod tests {
                 SendError::Final { .. }
             ));
         }
+        // The account cannot send: its credentials, balance or quota.
+        for unavailable in [
+            "isp.RAM_PERMISSION_DENY",
+            "isv.AMOUNT_NOT_ENOUGH",
+            "isv.OUT_OF_SERVICE",
+            "isv.MONTH_LIMIT_CONTROL",
+            "InvalidAccessKeyId.NotFound",
+        ] {
+            assert!(matches!(
+                check(unavailable, StatusCode::OK),
+                SendError::Unavailable {
+                    retry_after: None,
+                    ..
+                }
+            ));
+        }
+        assert!(matches!(
+            check("isv.DAY_LIMIT_CONTROL", StatusCode::OK),
+            SendError::Unavailable { retry_after: Some(d), .. } if d == Duration::from_secs(3600)
+        ));
         assert!(matches!(
             check("SignatureDoesNotMatch", StatusCode::BAD_REQUEST),
-            SendError::Final { .. }
+            SendError::Unavailable { .. }
         ));
         // An undocumented code falls back on the HTTP status, keeping Aliyun's code.
         assert!(matches!(

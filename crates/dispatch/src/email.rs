@@ -380,12 +380,21 @@ fn missing_credential(config: &AccountConfig, name: &'static str) -> AccountErro
     }
 }
 
-/// Classifies what the SMTP exchange said: a 5xx reply is final, a 4xx reply and anything
-/// without a reply (connection, TLS, timeout) is worth another try.
+/// Classifies what the SMTP exchange said: the server refusing the account's login (530,
+/// 534, 535) makes the account unavailable, so messages fail over to another; any other 5xx
+/// reply is final; a 4xx reply and anything without a reply (connection, TLS, timeout) is worth
+/// another try.
 fn smtp_error(error: &lettre::transport::smtp::Error) -> SendError {
     let message = excerpt(&error.to_string());
     if let Some(status) = error.status() {
         let code = format!("SMTP_{status}");
+        if matches!(status.to_string().as_str(), "530" | "534" | "535") {
+            return SendError::Unavailable {
+                code,
+                message,
+                retry_after: None,
+            };
+        }
         return if error.is_permanent() {
             SendError::Final { code, message }
         } else {

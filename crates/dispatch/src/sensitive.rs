@@ -4,8 +4,11 @@
 //! `MessageDiscarded { rule: SENSITIVE_WORDS }`.
 //!
 //! Matching is by Aho-Corasick over every text field of the content (for supplier templates, the
-//! parameter values: the supplier holds the rest), leftmost-longest, ASCII case-insensitive. The
-//! list is reloaded while Herald runs, so the matcher is built once per list and shared.
+//! parameter values: the supplier holds the rest), leftmost-longest, ASCII case-insensitive.
+//! A word written in ASCII matches whole words only ("ass" is not in "class"); words in scripts
+//! without spaces match anywhere. URLs and HTML tags are never masked: a tracked link or an
+//! `href` would break. The list is reloaded while Herald runs, so the matcher is built once per
+//! list and shared.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use domain::TemplateContent;
@@ -84,9 +87,18 @@ impl SensitiveWords {
         };
         let mut count = 0u32;
         let mut mask = |text: &mut String| {
+            let protected = protected_spans(text);
             let mut masked = String::with_capacity(text.len());
             let mut last = 0;
             for found in matcher.find_iter(text.as_str()) {
+                let (start, end) = (found.start(), found.end());
+                if !whole_word(text, start, end)
+                    || protected
+                        .iter()
+                        .any(|(from, to)| start < *to && *from < end)
+                {
+                    continue;
+                }
                 masked.push_str(&text[last..found.start()]);
                 let chars = text[found.start()..found.end()].chars().count();
                 masked.extend(std::iter::repeat_n('*', chars));
@@ -121,6 +133,49 @@ impl SensitiveWords {
         }
         (content, count)
     }
+}
+
+/// Whether `text[start..end]` stands as a word: where it begins or ends with an ASCII letter or
+/// digit, the character beyond is not one (so "ass" is not found in "class"). Scripts written
+/// without spaces, such as Chinese, match anywhere.
+fn whole_word(text: &str, start: usize, end: usize) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric();
+    let found = &text[start..end];
+    let before = text[..start].chars().next_back();
+    let after = text[end..].chars().next();
+    let starts_in_word = found.chars().next().is_some_and(word) && before.is_some_and(word);
+    let ends_in_word = found.chars().next_back().is_some_and(word) && after.is_some_and(word);
+    !starts_in_word && !ends_in_word
+}
+
+/// Byte ranges never masked: HTML tags with their attributes, and URLs (tracked links among
+/// them), which a mask would break.
+fn protected_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &text[i..];
+        let end = if bytes[i] == b'<' {
+            rest.find('>').map(|n| i + n + 1)
+        } else if rest.starts_with("http://") || rest.starts_with("https://") {
+            let stop = rest
+                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
+                .unwrap_or(rest.len());
+            Some(i + stop)
+        } else {
+            None
+        };
+        match end {
+            Some(end) => {
+                spans.push((i, end));
+                i = end;
+            }
+            // `<` and `h` are ASCII, so the next byte starts a character only when this one did.
+            None => i += rest.chars().next().map_or(1, char::len_utf8),
+        }
+    }
+    spans
 }
 
 #[cfg(test)]
@@ -161,6 +216,16 @@ mod tests {
         // Longest match wins; untouched text stays as it was.
         check("cash\ncashback", "cashback offer", "******** offer", 1);
         check("spam", "nothing here", "nothing here", 0);
+        // Whole words only, where the word is written in ASCII.
+        check("ass", "class assistant, ass!", "class assistant, ***!", 1);
+        check("赌", "赌场", "*场", 1);
+        // Never inside links or HTML tags.
+        check(
+            "abc",
+            "see https://x.test/c/abc.token and <a href=\"/abc\">abc</a>",
+            "see https://x.test/c/abc.token and <a href=\"/abc\">***</a>",
+            1,
+        );
         check("", "anything", "anything", 0);
     }
 

@@ -41,6 +41,15 @@ pub enum SendError {
     /// The supplier refused the message itself (bad receiver, bad content): retrying cannot help.
     #[error("final {code}: {message}")]
     Final { code: String, message: String },
+    /// The account cannot send for now, whatever the message: its credentials were refused, its
+    /// balance or daily quota is used up. The account is paused (for `retry_after`, or a
+    /// minute) and the message fails over to the next account at once.
+    #[error("account unavailable {code}: {message}")]
+    Unavailable {
+        code: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The account is over the supplier's rate: pause it for the time asked, without spending an attempt.
     #[error("throttled {code}: {message}")]
     Throttled {
@@ -55,6 +64,7 @@ impl SendError {
         match self {
             SendError::Retryable { code, .. }
             | SendError::Final { code, .. }
+            | SendError::Unavailable { code, .. }
             | SendError::Throttled { code, .. } => code,
         }
     }

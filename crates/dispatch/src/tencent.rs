@@ -135,23 +135,33 @@ fn classify(code: &str, message: String) -> SendError {
             retry_after: None,
         };
     }
-    // The account's own daily quota, as opposed to the per-number limits below: another
-    // account, or this one later, can still send.
-    if matches!(
-        code,
-        "LimitExceeded.AppDailyLimit" | "LimitExceeded.DailyLimit"
-    ) {
-        return SendError::Throttled {
+    // The account's own daily quota, as opposed to the per-number limits below, and the
+    // account's credentials or balance: the account cannot send for now, whatever the message.
+    // It is paused and the message fails over to another account.
+    if code.starts_with("LimitExceeded.App") && code.ends_with("DailyLimit")
+        || code == "LimitExceeded.DailyLimit"
+    {
+        return SendError::Unavailable {
             code: code_owned,
             message,
             retry_after: Some(QUOTA_PAUSE),
         };
     }
+    if code.starts_with("AuthFailure")
+        || code.starts_with("UnauthorizedOperation")
+        || code == "FailedOperation.InsufficientBalanceInSmsPackage"
+    {
+        return SendError::Unavailable {
+            code: code_owned,
+            message,
+            retry_after: None,
+        };
+    }
     // Tencent's side failed or timed out (`InternalError.Timeout` is documented as safe to
-    // retry); every other code names something about the request, the receiver or the account
-    // that a retry cannot change: `AuthFailure.*`, `InvalidParameter*`, `FailedOperation.*`
-    // (unapproved sign or template, blacklisted number, no balance), `UnauthorizedOperation.*`
-    // and the per-number limits `LimitExceeded.PhoneNumber*` and `DeliveryFrequencyLimit`.
+    // retry); every other code names something about the request or the receiver that a retry
+    // cannot change: `InvalidParameter*`, `FailedOperation.*` (unapproved sign or template,
+    // blacklisted number) and the per-number limits `LimitExceeded.PhoneNumber*` and
+    // `DeliveryFrequencyLimit`.
     if code.starts_with("InternalError")
         || matches!(
             code,
@@ -562,13 +572,26 @@ mod tests {
             SendError::Retryable { .. } => "retryable",
             SendError::Final { .. } => "final",
             SendError::Throttled { .. } => "throttled",
+            SendError::Unavailable { .. } => "unavailable",
         };
         for code in [
             "RequestLimitExceeded",
             "RequestLimitExceeded.IPLimitExceeded",
-            "LimitExceeded.AppDailyLimit",
         ] {
             assert_eq!(class(code), "throttled", "{code}");
+        }
+        // The account, not the message: its quota, credentials or balance.
+        for code in [
+            "LimitExceeded.AppDailyLimit",
+            "LimitExceeded.AppMainlandChinaDailyLimit",
+            "LimitExceeded.AppGlobalDailyLimit",
+            "LimitExceeded.DailyLimit",
+            "AuthFailure.SignatureFailure",
+            "AuthFailure.SecretIdNotFound",
+            "UnauthorizedOperation.SmsSdkAppIdVerifyFail",
+            "FailedOperation.InsufficientBalanceInSmsPackage",
+        ] {
+            assert_eq!(class(code), "unavailable", "{code}");
         }
         for code in [
             "InternalError",
@@ -579,15 +602,12 @@ mod tests {
             assert_eq!(class(code), "retryable", "{code}");
         }
         for code in [
-            "AuthFailure.SignatureFailure",
-            "AuthFailure.SecretIdNotFound",
             "InvalidParameterValue.IncorrectPhoneNumber",
             "FailedOperation.TemplateIncorrectOrUnapproved",
             "FailedOperation.PhoneNumberInBlacklist",
             "LimitExceeded.PhoneNumberDailyLimit",
             "LimitExceeded.PhoneNumberThirtySecondLimit",
             "LimitExceeded.DeliveryFrequencyLimit",
-            "UnauthorizedOperation.SmsSdkAppIdVerifyFail",
         ] {
             assert_eq!(class(code), "final", "{code}");
         }

@@ -15,6 +15,7 @@ use cache::{
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use domain::message::MessageAccepted;
 use domain::{
     DedupRule, DeferReason, DeliveryStatus, DiscardRule, ErrorClass, EventMetadata, MessageCommand,
     MessageEvent, MessageState, ReceiptOutcome, TemplateEvent, TemplateId, TemplateState,
@@ -24,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::Accounts;
+use crate::accounts::{Account, Accounts};
 use crate::policy::{self, Limits, NightAction, NightWindow};
 use crate::sensitive::{SensitiveAction, SensitiveWords};
 use crate::supplier::{Outbound, SendError};
@@ -124,6 +125,8 @@ pub async fn run_lane(
     // slow supplier call does not hold back the rest of a batch.
     let mut in_flight = JoinSet::new();
     while !shutdown.is_cancelled() {
+        // Finished tasks still count in `len` until joined: reap them first.
+        while in_flight.try_join_next().is_some() {}
         let current = options.borrow().clone();
         let free = current
             .concurrency_for(&lane)
@@ -240,6 +243,27 @@ pub async fn process(
     let metadata = EventMetadata::new(accepted.tenant.clone())
         .with_correlation_id(accepted.request_id.to_string())
         .with_actor("dispatch");
+    // A receipt came in for an attempt recorded as failed (the answer was lost, the message
+    // went out): it was dispatched, and must not be sent again.
+    if let (Some(_), Some(failure)) = (state.last_receipt, &state.last_failure) {
+        let dispatched = MessageCommand::RecordDispatch {
+            account: failure.account.clone(),
+            supplier: failure.supplier.clone(),
+            supplier_message_id: None,
+            attempt: failure.attempt,
+            latency_ms: 0,
+            masked_words: 0,
+            at: now,
+        };
+        return append_outcome(
+            store,
+            &stream,
+            &metadata,
+            decide_all(vec![dispatched]),
+            Next::Remove,
+        )
+        .await;
+    }
     // The policy steps, in the order of design section 5, each recorded as its event.
     if template_disabled(store, accepted.template_id).await? {
         let discard = MessageCommand::DiscardMessage {
@@ -326,11 +350,18 @@ pub async fn process(
             .await;
         }
     }
-    // Counted once, before the first attempt: retries of one message are not new messages.
+    // Counted once per message (the cache keeps who it counted), before the first attempt:
+    // a message that comes back after a deferral or a rate limit is not counted again.
     if limits.frequency_cap > 0 && state.attempts == 0 {
         let (key, period_end) = policy::frequency_key(&accepted, options.night.zone, now);
         if let FrequencyOutcome::Exceeded { .. } = cache
-            .frequency(&key, limits.frequency_cap, period_end, now)
+            .frequency(
+                &key,
+                &accepted.message_id.to_string(),
+                limits.frequency_cap,
+                period_end,
+                now,
+            )
             .await?
         {
             let capped = MessageCommand::DeduplicateMessage {
@@ -350,21 +381,10 @@ pub async fn process(
             .await;
         }
     }
-    // Failover: an account that has had its share of failed attempts is used up for this
-    // message; of the rest, accounts whose circuit breaker is open are passed over.
-    let used_up =
-        |id: &str| state.failures_by_account.get(id).copied().unwrap_or(0) >= retry.attempts;
-    let candidates = accounts.candidates(
-        accepted.channel,
-        &accepted.account,
-        accepted.message_id,
-        used_up,
-    );
-    if candidates.is_empty() {
-        if accounts
-            .pick(accepted.channel, "", accepted.message_id)
-            .is_none()
-        {
+    let used_up = |id: &str| used_up(&state, retry, id);
+    let account = match choose(accounts, cache, &accepted, used_up, now).await? {
+        Choice::Send(account) => account,
+        Choice::NoAccount => {
             // No account serves this channel any more: leave it queued for when one does.
             return finish(
                 store,
@@ -373,89 +393,53 @@ pub async fn process(
             )
             .await;
         }
-        // Every account had its attempts (a message left over from a configuration with
-        // fewer attempts): give up.
-        let reason = state
-            .last_failure
-            .as_ref()
-            .map_or_else(|| "ACCOUNTS_EXHAUSTED".to_owned(), |f| f.error_code.clone());
-        let fail = MessageCommand::FailMessage { reason, at: now };
-        return append_outcome(
-            store,
-            &stream,
-            &metadata,
-            decide_all(vec![fail]),
-            Next::Remove,
-        )
-        .await;
-    }
-    let mut chosen = None;
-    let mut open_until: Option<i64> = None;
-    for candidate in candidates {
-        match cache.breaker_state(&candidate.id, now).await? {
-            BreakerState::Open { until_ms } => {
-                open_until = Some(open_until.map_or(until_ms, |u| u.min(until_ms)));
-            }
-            BreakerState::Closed | BreakerState::HalfOpen => {
-                chosen = Some(candidate);
-                break;
-            }
+        Choice::UsedUp => {
+            // Every account had its attempts (a message left over from a configuration with
+            // fewer attempts): give up.
+            let reason = state
+                .last_failure
+                .as_ref()
+                .map_or_else(|| "ACCOUNTS_EXHAUSTED".to_owned(), |f| f.error_code.clone());
+            let fail = MessageCommand::FailMessage { reason, at: now };
+            return append_outcome(
+                store,
+                &stream,
+                &metadata,
+                decide_all(vec![fail]),
+                Next::Remove,
+            )
+            .await;
         }
-    }
-    let Some(account) = chosen else {
-        // Every account left is failing: wait for the first breaker to let a probe through,
-        // without spending an attempt.
-        let until = open_until
-            .and_then(DateTime::from_timestamp_millis)
-            .filter(|until| *until > now)
-            .unwrap_or(now + chrono::Duration::seconds(1));
-        let defer = MessageCommand::DeferMessage {
+        Choice::Wait {
             until,
-            reason: DeferReason::CircuitOpen,
-            at: now,
-        };
-        return append_outcome(
-            store,
-            &stream,
-            &metadata,
-            decide_all(vec![defer]),
-            Next::Reschedule(until),
-        )
-        .await;
+            account,
+            breaker,
+        } => {
+            // Every account left must wait (paused, out of tokens, or its breaker open):
+            // wait for the first, without spending an attempt.
+            let wait = if breaker {
+                MessageCommand::DeferMessage {
+                    until,
+                    reason: DeferReason::CircuitOpen,
+                    at: now,
+                }
+            } else {
+                MessageCommand::RateLimitMessage {
+                    account,
+                    until,
+                    at: now,
+                }
+            };
+            return append_outcome(
+                store,
+                &stream,
+                &metadata,
+                decide_all(vec![wait]),
+                Next::Reschedule(until),
+            )
+            .await;
+        }
     };
-    // The account's shared rate: over it, wait for a token without spending an attempt. A
-    // supplier's own 429 pauses the account for every worker the same way.
-    let paused = cache.paused_until(&account.id, now).await?;
-    let wait_until = match (paused, account.rate_limit) {
-        (Some(until_ms), _) => DateTime::from_timestamp_millis(until_ms),
-        (None, Some((rate, burst))) => match cache
-            .take_token(&format!("account:{}", account.id), rate, burst, now)
-            .await?
-        {
-            TokenOutcome::Taken => None,
-            TokenOutcome::Wait { retry_after_ms } => Some(
-                now + chrono::Duration::milliseconds(
-                    i64::try_from(retry_after_ms).unwrap_or(i64::MAX / 2),
-                ),
-            ),
-        },
-        (None, None) => None,
-    };
-    if let Some(until) = wait_until {
-        let limited = MessageCommand::RateLimitMessage {
-            account: account.id.clone(),
-            until,
-            at: now,
-        };
-        return append_outcome(
-            store,
-            &stream,
-            &metadata,
-            decide_all(vec![limited]),
-            Next::Reschedule(until),
-        )
-        .await;
-    }
     let attempt = state.attempts + 1;
     let outbound = Outbound {
         message_id: accepted.message_id,
@@ -477,20 +461,43 @@ pub async fn process(
     // The breaker hears of availability: only a retryable failure (5xx, timeout, no
     // connection) counts against the account. The outcome is recorded whatever the cache says,
     // so a cache error here is logged, not returned: returning would send the message again.
-    let available = !matches!(result, Err(SendError::Retryable { .. }));
+    let available = !matches!(
+        result,
+        Err(SendError::Retryable { .. } | SendError::Unavailable { .. })
+    );
     if let Err(error) = cache
         .record_result(&account_id, available, at, options.breaker)
         .await
     {
         tracing::warn!(%error, account = %account_id, "recording a result on the breaker failed");
     }
+    // Another account the message could go through right away.
+    let other_account = || {
+        !accounts
+            .candidates(
+                accepted.channel,
+                &accepted.account,
+                accepted.message_id,
+                |id| id == account_id || used_up(id),
+            )
+            .is_empty()
+    };
+    // Holds every worker off the account until `until`; logged, not returned, like the breaker.
+    let pause = |until: DateTime<Utc>| {
+        let account_id = account_id.clone();
+        async move {
+            if let Err(error) = cache.pause(&account_id, until.timestamp_millis(), at).await {
+                tracing::warn!(%error, account = %account_id, "pausing the account failed");
+            }
+        }
+    };
 
     // The commands depend only on the supplier's answer, so after a conflict (a recall came in)
     // they are decided again on the fresh state, and the supplier is never called twice.
     let (commands, next): (Vec<MessageCommand>, Next) = match result {
         Ok(sent) => {
             let mut commands = vec![MessageCommand::RecordDispatch {
-                account: account_id,
+                account: account_id.clone(),
                 supplier,
                 supplier_message_id: sent.supplier_message_id,
                 attempt,
@@ -519,64 +526,71 @@ pub async fn process(
             (commands, next)
         }
         Err(SendError::Throttled { retry_after, .. }) => {
-            // The account is over its rate: wait as asked, without spending an attempt, and
-            // hold every other worker off the account meanwhile.
+            // The account is over its rate: pause it as asked for every worker, spending no
+            // attempt. The message goes through another account at once if there is one.
             let until = at
                 + chrono::Duration::from_std(retry_after.unwrap_or(Duration::from_secs(1)))
                     .unwrap_or_default();
-            cache
-                .pause(&account_id, until.timestamp_millis(), at)
-                .await?;
+            pause(until).await;
+            let next = if other_account() { at } else { until };
             (
                 vec![MessageCommand::RateLimitMessage {
-                    account: account_id,
+                    account: account_id.clone(),
                     until,
                     at,
                 }],
-                Next::Reschedule(until),
+                Next::Reschedule(next),
             )
         }
         Err(error) => {
             // Retry on the same account with backoff until it had its attempts, then fail over
-            // at once to the next account the message has not used up, then give up.
+            // at once to the next account the message has not used up, then give up. An
+            // account that cannot send at all (refused credentials, no balance) is paused and
+            // the message fails over at once.
             let on_account = state
                 .failures_by_account
                 .get(&account_id)
                 .copied()
                 .unwrap_or(0)
                 + 1;
-            let is_retryable = matches!(error, SendError::Retryable { .. });
-            let backoff = (is_retryable && on_account < retry.attempts).then(|| {
+            let (code, message, error_class, unavailable) = match error {
+                SendError::Retryable { code, message } => {
+                    (code, message, ErrorClass::Retryable, None)
+                }
+                SendError::Unavailable {
+                    code,
+                    message,
+                    retry_after,
+                } => (
+                    code,
+                    message,
+                    ErrorClass::Retryable,
+                    Some(retry_after.unwrap_or(Duration::from_secs(60))),
+                ),
+                SendError::Final { code, message } | SendError::Throttled { code, message, .. } => {
+                    (code, message, ErrorClass::Final, None)
+                }
+            };
+            let is_retryable = error_class == ErrorClass::Retryable;
+            if let Some(paused_for) = unavailable {
+                pause(at + chrono::Duration::from_std(paused_for).unwrap_or_default()).await;
+            }
+            let attempts_left = on_account < retry.attempts;
+            let backoff = (is_retryable && attempts_left && unavailable.is_none()).then(|| {
                 at + chrono::Duration::from_std(retry.backoff(on_account)).unwrap_or_default()
             });
-            let fail_over = is_retryable
+            // Try again now: on another account, or on this one once its pause is over.
+            let again_now = is_retryable
                 && backoff.is_none()
-                && !accounts
-                    .candidates(
-                        accepted.channel,
-                        &accepted.account,
-                        accepted.message_id,
-                        |id| id == account_id || used_up(id),
-                    )
-                    .is_empty();
-            let (code, message) = match &error {
-                SendError::Retryable { code, message }
-                | SendError::Final { code, message }
-                | SendError::Throttled { code, message, .. } => (code.clone(), message.clone()),
-            };
-            let error_class = if is_retryable {
-                ErrorClass::Retryable
-            } else {
-                ErrorClass::Final
-            };
+                && (other_account() || (unavailable.is_some() && attempts_left));
             let mut commands = vec![MessageCommand::RecordDispatchFailure {
-                account: account_id,
+                account: account_id.clone(),
                 supplier,
                 attempt,
                 error_class,
                 error_code: code.clone(),
                 error_message: message,
-                retryable: backoff.is_some() || fail_over,
+                retryable: backoff.is_some() || again_now,
                 next_attempt_at: backoff,
                 at,
             }];
@@ -589,7 +603,7 @@ pub async fn process(
                     });
                     (commands, Next::Reschedule(until))
                 }
-                None if fail_over => (commands, Next::Reschedule(at)),
+                None if again_now => (commands, Next::Reschedule(at)),
                 None => {
                     commands.push(MessageCommand::FailMessage { reason: code, at });
                     (commands, Next::Remove)
@@ -598,6 +612,100 @@ pub async fn process(
         }
     };
     append_outcome(store, &stream, &metadata, decide_all(commands), next).await
+}
+
+/// Whether the message has used `account` up: it had its share of failed attempts there.
+fn used_up(state: &MessageState, retry: RetryPolicy, account: &str) -> bool {
+    state.failures_by_account.get(account).copied().unwrap_or(0) >= retry.attempts
+}
+
+/// Which account a message goes through now.
+enum Choice<'a> {
+    Send(&'a Account),
+    /// Every account left must wait until `until`: `account` is paused or out of tokens, or
+    /// (`breaker`) has its circuit breaker open.
+    Wait {
+        until: DateTime<Utc>,
+        account: String,
+        breaker: bool,
+    },
+    /// No account serves the channel.
+    NoAccount,
+    /// Every account of the channel is used up for this message.
+    UsedUp,
+}
+
+/// Walks the message's candidate accounts (the named or weighted one first) and takes the
+/// first that can send now: not paused, a token in its bucket, its breaker not open. The
+/// breaker is asked last, because a half-open breaker hands out its probe to whoever asks, and
+/// a probe given to a message that then waits would be lost. A token taken from an account
+/// whose breaker then turns out open is the only thing spent on a skipped account.
+async fn choose<'a>(
+    accounts: &'a Accounts,
+    cache: &Cache,
+    accepted: &MessageAccepted,
+    used_up: impl Fn(&str) -> bool,
+    now: DateTime<Utc>,
+) -> Result<Choice<'a>, ProcessError> {
+    let candidates = accounts.candidates(
+        accepted.channel,
+        &accepted.account,
+        accepted.message_id,
+        used_up,
+    );
+    if candidates.is_empty() {
+        return Ok(
+            if accounts
+                .pick(accepted.channel, "", accepted.message_id)
+                .is_none()
+            {
+                Choice::NoAccount
+            } else {
+                Choice::UsedUp
+            },
+        );
+    }
+    let mut wait: Option<(DateTime<Utc>, String, bool)> = None;
+    let mut consider = |until: DateTime<Utc>, account: &str, breaker: bool| {
+        if wait.as_ref().is_none_or(|(first, ..)| until < *first) {
+            wait = Some((until, account.to_owned(), breaker));
+        }
+    };
+    let from_ms = |ms: i64| {
+        DateTime::from_timestamp_millis(ms)
+            .filter(|until| *until > now)
+            .unwrap_or(now + chrono::Duration::seconds(1))
+    };
+    for candidate in candidates {
+        if let Some(until_ms) = cache.paused_until(&candidate.id, now).await? {
+            consider(from_ms(until_ms), &candidate.id, false);
+            continue;
+        }
+        if let Some((rate, burst)) = candidate.rate_limit
+            && let TokenOutcome::Wait { retry_after_ms } = cache
+                .take_token(&format!("account:{}", candidate.id), rate, burst, now)
+                .await?
+        {
+            let wait_ms = i64::try_from(retry_after_ms).unwrap_or(i64::MAX / 2);
+            consider(
+                now + chrono::Duration::milliseconds(wait_ms.max(1)),
+                &candidate.id,
+                false,
+            );
+            continue;
+        }
+        match cache.breaker_state(&candidate.id, now).await? {
+            BreakerState::Open { until_ms } => consider(from_ms(until_ms), &candidate.id, true),
+            BreakerState::Closed | BreakerState::HalfOpen => return Ok(Choice::Send(candidate)),
+        }
+    }
+    let (until, account, breaker) =
+        wait.unwrap_or((now + chrono::Duration::seconds(1), String::new(), true));
+    Ok(Choice::Wait {
+        until,
+        account,
+        breaker,
+    })
 }
 
 /// Decides `commands` one after another on a state, as one outcome.

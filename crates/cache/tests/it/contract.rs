@@ -16,6 +16,7 @@ both_caches!(
     concurrent_dedup_on_one_key_has_one_first,
     frequency_allows_up_to_the_limit_then_refuses_until_the_period_ends,
     concurrent_frequency_allows_exactly_the_limit,
+    an_owner_is_counted_once_per_period,
     a_token_bucket_bursts_then_waits_and_refills_over_time,
     retry_after_is_rounded_up_for_fractional_rates,
     concurrent_takes_at_one_instant_get_exactly_the_burst,
@@ -117,7 +118,12 @@ async fn frequency_allows_up_to_the_limit_then_refuses_until_the_period_ends(cac
     let day_end = ms(3_600_000);
     let use_once = |t: i64, end: i64| {
         let cache = cache.clone();
-        async move { cache.frequency("r1:sms", 3, end, at(t)).await.unwrap() }
+        async move {
+            cache
+                .frequency("r1:sms", &fresh_owner(), 3, end, at(t))
+                .await
+                .unwrap()
+        }
     };
     for count in 1..=3 {
         assert_eq!(
@@ -133,7 +139,10 @@ async fn frequency_allows_up_to_the_limit_then_refuses_until_the_period_ends(cac
         );
     }
     assert_eq!(
-        cache.frequency("r2:sms", 3, day_end, at(30)).await.unwrap(),
+        cache
+            .frequency("r2:sms", &fresh_owner(), 3, day_end, at(30))
+            .await
+            .unwrap(),
         FrequencyOutcome::Allowed { count: 1 },
         "another key"
     );
@@ -153,7 +162,10 @@ async fn frequency_allows_up_to_the_limit_then_refuses_until_the_period_ends(cac
     );
     // A limit of zero allows nothing.
     assert_eq!(
-        cache.frequency("r3:sms", 0, day_end, at(0)).await.unwrap(),
+        cache
+            .frequency("r3:sms", &fresh_owner(), 0, day_end, at(0))
+            .await
+            .unwrap(),
         FrequencyOutcome::Exceeded { count: 0 }
     );
 }
@@ -163,7 +175,7 @@ async fn concurrent_frequency_allows_exactly_the_limit(cache: Cache) {
         let cache = cache.clone();
         async move {
             cache
-                .frequency("r1:sms", 10, ms(60_000), at(0))
+                .frequency("r1:sms", &fresh_owner(), 10, ms(60_000), at(0))
                 .await
                 .unwrap()
         }
@@ -311,7 +323,7 @@ async fn invalid_arguments_are_refused(cache: Cache) {
             .await,
         "dedup window",
     );
-    check(cache.frequency("k", 1, ms(0), now).await, "after now");
+    check(cache.frequency("k", "o", 1, ms(0), now).await, "after now");
     check(cache.take_token("b", 0.0, 1, now).await, "rate");
     check(cache.take_token("b", f64::NAN, 1, now).await, "rate");
     check(cache.take_token("b", f64::INFINITY, 1, now).await, "rate");
@@ -360,4 +372,52 @@ async fn invalid_arguments_are_refused(cache: Cache) {
 
 async fn ping_answers(cache: Cache) {
     cache.ping().await.unwrap();
+}
+
+/// A message that comes back (deferred, rate limited, redelivered) is not counted again.
+async fn an_owner_is_counted_once_per_period(cache: Cache) {
+    let end = ms(3_600_000);
+    let count = |owner: &'static str, t: i64| {
+        let cache = cache.clone();
+        async move {
+            cache
+                .frequency("r9:sms", owner, 2, end, at(t))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("m1", 0).await, FrequencyOutcome::Allowed { count: 1 });
+    assert_eq!(
+        count("m1", 10).await,
+        FrequencyOutcome::Allowed { count: 1 }
+    );
+    assert_eq!(
+        count("m2", 20).await,
+        FrequencyOutcome::Allowed { count: 2 }
+    );
+    assert_eq!(
+        count("m3", 30).await,
+        FrequencyOutcome::Exceeded { count: 2 }
+    );
+    // Those counted are still allowed at the limit.
+    assert_eq!(
+        count("m1", 40).await,
+        FrequencyOutcome::Allowed { count: 2 }
+    );
+    // A new period forgets who was counted.
+    let next = ms(7_200_000);
+    assert_eq!(
+        cache
+            .frequency("r9:sms", "m3", 2, next, at(3_600_000))
+            .await
+            .unwrap(),
+        FrequencyOutcome::Allowed { count: 1 }
+    );
+    assert_eq!(
+        cache
+            .frequency("r9:sms", "m1", 2, next, at(3_600_001))
+            .await
+            .unwrap(),
+        FrequencyOutcome::Allowed { count: 2 }
+    );
 }

@@ -60,7 +60,10 @@ async fn every_key_lives_under_the_prefix_and_expires() {
         .dedup("d", &fresh_owner(), Duration::from_secs(300), now)
         .await
         .unwrap();
-    cache.frequency("f", 5, ms(3_600_000), now).await.unwrap();
+    cache
+        .frequency("f", "o", 5, ms(3_600_000), now)
+        .await
+        .unwrap();
     cache.take_token("b", 10.0, 100, now).await.unwrap();
     cache.pause("p", ms(45_000), now).await.unwrap();
     cache
@@ -243,10 +246,18 @@ async fn redis_and_memory_answer_alike() {
                 format!("{:?}", memory.dedup(&key, &fresh_owner(), window, t).await),
             );
             let period_end = ms((now / 5_000 + 1) * 5_000);
+            // A few owners, so some come back within a period.
+            let owner = format!("o{}", rng.below(6));
             same(
                 "frequency",
-                format!("{:?}", redis.frequency(&key, 4, period_end, t).await),
-                format!("{:?}", memory.frequency(&key, 4, period_end, t).await),
+                format!(
+                    "{:?}",
+                    redis.frequency(&key, &owner, 4, period_end, t).await
+                ),
+                format!(
+                    "{:?}",
+                    memory.frequency(&key, &owner, 4, period_end, t).await
+                ),
             );
             same(
                 "take_token",

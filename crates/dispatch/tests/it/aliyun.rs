@@ -443,7 +443,7 @@ async fn a_wrong_secret_is_final() {
         .send(supplier.as_ref())
         .await;
     assert!(
-        matches!(&result, Err(SendError::Final { code, message })
+        matches!(&result, Err(SendError::Unavailable { code, message, .. })
             if code == "SignatureDoesNotMatch" && message.starts_with("Specified signature")),
         "{result:?}"
     );

@@ -261,8 +261,10 @@ async fn a_server_certificate_from_another_authority_is_refused() {
     assert!(server.received().is_empty());
 }
 
+/// A refused login is the account's problem, not the message's: the account is unavailable
+/// and messages fail over to another.
 #[tokio::test]
-async fn a_wrong_password_is_final() {
+async fn a_wrong_password_makes_the_account_unavailable() {
     let mut behaviour = Behaviour::new(Security::Plain);
     behaviour.account = Some((USER, PASSWORD));
     let server = start(behaviour).await;
@@ -271,7 +273,10 @@ async fn a_wrong_password_is_final() {
         .credentials
         .insert("password".to_owned(), "wrong".to_owned());
     let (_, sent) = send(&supplier(&config), &ann(), &email(Some("x"), None, vec![])).await;
-    check_error(&sent, false, "SMTP_535");
+    assert!(
+        matches!(&sent, Err(SendError::Unavailable { code, .. }) if code == "SMTP_535"),
+        "{sent:?}"
+    );
     assert!(server.received().is_empty());
 }
 

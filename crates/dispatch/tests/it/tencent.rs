@@ -377,12 +377,12 @@ async fn the_template_sign_name_wins_over_the_account_default() {
 }
 
 #[tokio::test]
-async fn a_wrong_secret_key_is_refused_for_good() {
+async fn a_wrong_secret_key_makes_the_account_unavailable() {
     let (address, seen) = start().await;
     let supplier = supplier(address, "not-the-secret-key");
     let (_, result) = send(supplier.as_ref(), &template(TEMPLATE_OK)).await;
     assert!(
-        matches!(&result, Err(SendError::Final { code, message })
+        matches!(&result, Err(SendError::Unavailable { code, message, .. })
             if code == "AuthFailure.SignatureFailure" && message.contains("fake-request-id")),
         "{result:?}"
     );
@@ -481,7 +481,7 @@ async fn a_pull_with_a_wrong_secret_key_fails() {
     let supplier = supplier(address, "not-the-secret-key");
     let result = supplier.pull_receipts().expect("tencent pulls").await;
     assert!(
-        matches!(&result, Err(SendError::Final { code, .. }) if code == "AuthFailure.SignatureFailure"),
+        matches!(&result, Err(SendError::Unavailable { code, .. }) if code == "AuthFailure.SignatureFailure"),
         "{result:?}"
     );
 }

@@ -26,6 +26,7 @@ const ALIYUN_SECRET: &str = "aliyun-secret";
 #[derive(Default)]
 struct Sms {
     tencent_down: AtomicBool,
+    tencent_broke: AtomicBool,
     /// Sends that got through: (supplier, phone, herald message id, template params).
     sent: Mutex<Vec<(&'static str, String, String, Value)>>,
     /// Tencent's report queue, drained by `PullSmsSendStatus`.
@@ -71,6 +72,9 @@ async fn tencent(
         "SendSms" => {
             if sms.tencent_down.load(Ordering::SeqCst) {
                 return error("InternalError.Timeout");
+            }
+            if sms.tencent_broke.load(Ordering::SeqCst) {
+                return error("FailedOperation.InsufficientBalanceInSmsPackage");
             }
             let phone = payload["PhoneNumberSet"][0].as_str().unwrap().to_owned();
             let context = payload["SessionContext"].as_str().unwrap().to_owned();
@@ -348,6 +352,30 @@ async fn sms_through_both_suppliers(backend: &str) {
     // Receipts are asked for once: the message left the receipt lane with its receipt.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(events(&app, &second).await.len(), 6);
+
+    // Tencent is up but out of balance: the account cannot send, whatever the message. The
+    // message fails over at once, with no backoff, and the account is paused, so the next
+    // message goes straight to Aliyun.
+    sms.tencent_down.store(false, Ordering::SeqCst);
+    sms.tencent_broke.store(true, Ordering::SeqCst);
+    let third = send_code(&app, &key, &template, "13700137000", "1111").await;
+    wait_for(&app, &third, "MessageDispatched").await;
+    let third_events = events(&app, &third).await;
+    let types: Vec<&str> = third_events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        ["MessageAccepted", "DispatchFailed", "MessageDispatched"]
+    );
+    assert_eq!(
+        third_events[1].1["error_code"],
+        "FailedOperation.InsufficientBalanceInSmsPackage"
+    );
+    assert_eq!(third_events[2].1["account"], "aliyun");
+    let fourth = send_code(&app, &key, &template, "13600136000", "2222").await;
+    wait_for(&app, &fourth, "MessageDispatched").await;
+    let fourth_events = events(&app, &fourth).await;
+    assert_eq!(fourth_events.len(), 2, "{fourth_events:?}");
+    assert_eq!(fourth_events[1].1["account"], "aliyun");
     app.finish().await;
 }
 
