@@ -139,6 +139,10 @@ impl PolicyCache for Cache {
         both!(self, c => c.set_shared_value(name, value, expires_at_ms, now).await)
     }
 
+    async fn forget_shared_value(&self, name: &str, value: &str) -> Result<()> {
+        both!(self, c => c.forget_shared_value(name, value).await)
+    }
+
     async fn try_lock(
         &self,
         name: &str,

@@ -450,6 +450,14 @@ impl PolicyCache for MemoryCache {
         Ok(())
     }
 
+    async fn forget_shared_value(&self, name: &str, value: &str) -> Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.values.get(name).is_some_and(|e| e.value == value) {
+            state.values.remove(name);
+        }
+        Ok(())
+    }
+
     async fn try_lock(
         &self,
         name: &str,

@@ -129,6 +129,14 @@ pub trait PolicyCache: Clone + Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Forgets the shared value `name` if it still is `value` (a token the supplier refused); a
+    /// newer value stored meanwhile stays.
+    fn forget_shared_value(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// Takes the lock `name` for `owner` for `ttl`, unless another owner holds it: `true` when
     /// `owner` holds it now. Taking a lock one already holds extends it. A lock whose holder
     /// died frees itself after `ttl`.

@@ -43,6 +43,7 @@ struct Scripts {
     take_token: Script,
     pause: Script,
     try_lock: Script,
+    forget_value: Script,
     unlock: Script,
     record_result: Script,
     breaker_state: Script,
@@ -54,6 +55,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     take_token: Script::new(include_str!("lua/take_token.lua")),
     pause: Script::new(include_str!("lua/pause.lua")),
     try_lock: Script::new(include_str!("lua/try_lock.lua")),
+    forget_value: Script::new(include_str!("lua/forget_value.lua")),
     unlock: Script::new(include_str!("lua/unlock.lua")),
     record_result: Script::new(include_str!("lua/record_result.lua")),
     breaker_state: Script::new(include_str!("lua/breaker_state.lua")),
@@ -318,6 +320,16 @@ impl PolicyCache for RedisCache {
             .arg("PX")
             .arg(ttl)
             .exec_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn forget_shared_value(&self, name: &str, value: &str) -> Result<()> {
+        let _forgotten: i64 = SCRIPTS
+            .forget_value
+            .key(self.key("value", name))
+            .arg(value)
+            .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(())
     }

@@ -12,6 +12,7 @@ use crate::email::EmailSupplier;
 use crate::inbox::InboxSupplier;
 use crate::supplier::Supplier;
 use crate::tencent::TencentSms;
+use crate::tokens::Tokens;
 use crate::webhook::WebhookSupplier;
 
 /// One `[[accounts]]` entry of the configuration.
@@ -100,7 +101,12 @@ impl AccountConfig {
 }
 
 /// The supplier an account names, built from its configuration.
-fn build_supplier(config: &AccountConfig) -> Result<Arc<dyn Supplier>, AccountError> {
+fn build_supplier(
+    config: &AccountConfig,
+    tokens: &Tokens,
+) -> Result<Arc<dyn Supplier>, AccountError> {
+    // Not every supplier signs in with a token.
+    let _ = tokens;
     Ok(match config.supplier.as_str() {
         "webhook" => {
             let secret = config.credential("secret")?;
@@ -175,13 +181,17 @@ pub enum AccountError {
 
 impl Accounts {
     /// Builds the suppliers. The in-app inbox needs no supplier account, so it is always there.
-    pub fn from_config(configs: &[AccountConfig]) -> Result<Accounts, AccountError> {
+    /// Suppliers that sign in with an access token share theirs through `tokens`.
+    pub fn from_config(
+        configs: &[AccountConfig],
+        tokens: &Tokens,
+    ) -> Result<Accounts, AccountError> {
         let mut accounts: Vec<Account> = Vec::with_capacity(configs.len() + 1);
         for config in configs {
             if accounts.iter().any(|a| a.id == config.id) {
                 return Err(AccountError::Duplicate(config.id.clone()));
             }
-            let supplier = build_supplier(config)?;
+            let supplier = build_supplier(config, tokens)?;
             if !supplier.supports(config.channel) {
                 return Err(AccountError::WrongChannel {
                     id: config.id.clone(),
@@ -329,7 +339,8 @@ mod tests {
     #[test]
     fn traffic_splits_by_weight_and_a_message_always_picks_the_same_account() {
         let accounts =
-            Accounts::from_config(&[account("a", 1), account("b", 3)]).expect("accounts");
+            Accounts::from_config(&[account("a", 1), account("b", 3)], &Tokens::in_process())
+                .expect("accounts");
         let mut to_b = 0;
         for _ in 0..10_000 {
             let message = MessageId::generate();
@@ -374,8 +385,11 @@ mod tests {
 
     #[test]
     fn failover_tries_the_other_accounts_after_the_chosen_one() {
-        let accounts = Accounts::from_config(&[account("a", 1), account("b", 1), account("c", 1)])
-            .expect("accounts");
+        let accounts = Accounts::from_config(
+            &[account("a", 1), account("b", 1), account("c", 1)],
+            &Tokens::in_process(),
+        )
+        .expect("accounts");
         let ids = |skip: &[&str]| {
             accounts
                 .candidates(Channel::Webhook, "b", MessageId::generate(), |id| {
@@ -397,23 +411,23 @@ mod tests {
         let mut wrong = account("x", 1);
         wrong.channel = Channel::Sms;
         assert!(matches!(
-            Accounts::from_config(&[wrong]),
+            Accounts::from_config(&[wrong], &Tokens::in_process()),
             Err(AccountError::WrongChannel { .. })
         ));
         let mut no_secret = account("x", 1);
         no_secret.credentials.clear();
         assert!(matches!(
-            Accounts::from_config(&[no_secret]),
+            Accounts::from_config(&[no_secret], &Tokens::in_process()),
             Err(AccountError::MissingCredential { .. })
         ));
         assert!(matches!(
-            Accounts::from_config(&[account("x", 1), account("x", 1)]),
+            Accounts::from_config(&[account("x", 1), account("x", 1)], &Tokens::in_process()),
             Err(AccountError::Duplicate(_))
         ));
         let mut unknown = account("x", 1);
         unknown.supplier = "carrier-pigeon".to_owned();
         assert!(matches!(
-            Accounts::from_config(&[unknown]),
+            Accounts::from_config(&[unknown], &Tokens::in_process()),
             Err(AccountError::UnknownSupplier { .. })
         ));
     }

@@ -10,6 +10,7 @@
 //! - [`recall`]: recall of messages already handed over, through the supplier where the channel can.
 //! - [`receipts`]: receipts read back from suppliers, pulled per account or asked per message.
 //! - [`sensitive`]: the sensitive-word list, masking or rejecting content before it goes out.
+//! - [`tokens`]: access tokens shared by every process, refreshed one at a time under a lock.
 //! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
 //! - [`tencent`]: Tencent Cloud SMS (TC3-HMAC-SHA256 signed `SendSms`, `PullSmsSendStatus` receipts).
 //! - [`aliyun`]: SMS through Aliyun's `dysmsapi` (send, and receipts per message).
@@ -26,6 +27,7 @@ pub mod receipts;
 pub mod sensitive;
 pub mod supplier;
 pub mod tencent;
+pub mod tokens;
 pub mod webhook;
 pub mod worker;
 

@@ -12,6 +12,7 @@ use dispatch::policy::{Limits, NightWindow};
 use dispatch::recall::{self, Recaller};
 use dispatch::receipts;
 use dispatch::sensitive::SensitiveWords;
+use dispatch::tokens::Tokens;
 use dispatch::worker::{self, RetryPolicy, WorkerOptions};
 use domain::{Channel, MessageType};
 use store::{CheckpointKey, Store, SubscriptionOptions};
@@ -132,8 +133,9 @@ pub fn start_dispatch(
     if !config.dispatch.enabled {
         return Ok(tasks);
     }
-    let accounts =
-        Accounts::from_config(&resolve(&config.accounts)?).context("configuring accounts")?;
+    let tokens = Tokens::pending();
+    let accounts = Accounts::from_config(&resolve(&config.accounts)?, &tokens)
+        .context("configuring accounts")?;
     {
         let recaller = Recaller {
             store: store.clone(),
@@ -181,6 +183,7 @@ pub fn start_dispatch(
         let Some(cache) = connect_cache(&redis_url, &prefix, &shutdown).await else {
             return;
         };
+        tokens.connect(cache.clone());
         let mut lanes = JoinSet::new();
         for channel in accounts.channels() {
             for msg_type in MessageType::ALL {

@@ -35,6 +35,24 @@ async fn a_shared_value_lives_until_its_expiry(cache: Cache) {
         cache.shared_value("token:a", at(3_000)).await.unwrap(),
         Some(("t:2:x".to_owned(), ms(7_200_000)))
     );
+    // Forgetting a value that was replaced meanwhile leaves the new one.
+    cache.forget_shared_value("token:a", "t-1").await.unwrap();
+    assert!(
+        cache
+            .shared_value("token:a", at(3_000))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    cache.forget_shared_value("token:a", "t:2:x").await.unwrap();
+    assert_eq!(
+        cache.shared_value("token:a", at(3_000)).await.unwrap(),
+        None
+    );
+    cache
+        .set_shared_value("token:a", "t-3", ms(7_200_000), at(4_000))
+        .await
+        .unwrap();
     assert_eq!(
         cache.shared_value("token:a", at(7_200_000)).await.unwrap(),
         None,

@@ -312,7 +312,8 @@ fn supplier(address: SocketAddr, secret: &str, sign_name: Option<&str>) -> Arc<d
         "timeout_secs": 2,
     }))
     .unwrap();
-    let accounts = Accounts::from_config(&[config]).unwrap();
+    let accounts =
+        Accounts::from_config(&[config], &dispatch::tokens::Tokens::in_process()).unwrap();
     let supplier = Arc::clone(&accounts.find("aliyun").unwrap().supplier);
     assert_eq!(supplier.name(), "aliyun_sms");
     assert!(supplier.supports(Channel::Sms) && !supplier.supports(Channel::Email));
@@ -436,7 +437,7 @@ async fn a_template_message_is_sent_signed_with_the_message_id_as_out_id() {
 }
 
 #[tokio::test]
-async fn a_wrong_secret_is_final() {
+async fn a_wrong_secret_makes_the_account_unavailable() {
     let (address, fake) = start().await;
     let supplier = supplier(address, "not-the-secret", Some("Herald"));
     let result = Message::new("+8613800138000", code("SMS_71390007", None))

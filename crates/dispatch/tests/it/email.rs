@@ -365,7 +365,11 @@ async fn content_other_than_email_and_receivers_that_are_no_address_are_final() 
 #[tokio::test]
 async fn accounts_are_checked_when_built_and_never_show_their_password() {
     let config = account(2525, "starttls");
-    let accounts = Accounts::from_config(std::slice::from_ref(&config)).unwrap();
+    let accounts = Accounts::from_config(
+        std::slice::from_ref(&config),
+        &dispatch::tokens::Tokens::in_process(),
+    )
+    .unwrap();
     assert!(accounts.find("mail").is_some());
 
     // Ports follow the mode unless set.
@@ -423,7 +427,7 @@ async fn accounts_are_checked_when_built_and_never_show_their_password() {
     let mut sms = config.clone();
     sms.channel = Channel::Sms;
     assert!(matches!(
-        Accounts::from_config(&[sms]),
+        Accounts::from_config(&[sms], &dispatch::tokens::Tokens::in_process()),
         Err(AccountError::WrongChannel { .. })
     ));
 }

@@ -4,4 +4,5 @@
 mod aliyun;
 mod email;
 mod tencent;
+mod tokens;
 mod webhook;

@@ -291,7 +291,8 @@ fn supplier(address: SocketAddr, secret_key: &str) -> Arc<dyn Supplier> {
         rate_limit_per_sec: None,
         rate_limit_burst: None,
     };
-    let accounts = Accounts::from_config(&[config]).unwrap();
+    let accounts =
+        Accounts::from_config(&[config], &dispatch::tokens::Tokens::in_process()).unwrap();
     Arc::clone(&accounts.find("tencent").unwrap().supplier)
 }
 
