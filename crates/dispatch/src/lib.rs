@@ -32,5 +32,6 @@ pub mod webhook;
 pub mod worker;
 
 pub use supplier::{
-    Outbound, ReceiptFuture, SendError, SendFuture, Sent, Supplier, SupplierReceipt,
+    CallbackReply, CallbackRequest, Outbound, ReceiptFuture, SendError, SendFuture, Sent, Supplier,
+    SupplierReceipt,
 };

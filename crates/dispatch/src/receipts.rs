@@ -77,6 +77,38 @@ fn metadata(accepted: &domain::message::MessageAccepted) -> EventMetadata {
         .with_actor("receipts")
 }
 
+/// Records the receipts a supplier pushed to Herald (a callback) for `account`, each on the
+/// message it names by Herald's id or, failing that, by the supplier's id. Returns how many
+/// found their message; the rest are logged. An error means the supplier should push again.
+pub async fn record_pushed(
+    store: &Store,
+    account: &str,
+    receipts: &[SupplierReceipt],
+) -> Result<usize, ProcessError> {
+    let mut matched = 0;
+    for receipt in receipts {
+        let message_id = match (receipt.message_id, &receipt.supplier_message_id) {
+            (Some(id), _) => Some(id.to_string()),
+            (None, Some(supplier_id)) => {
+                store::supplier_ids::find(store, account, supplier_id).await?
+            }
+            (None, None) => None,
+        };
+        let Some(message_id) = message_id else {
+            tracing::info!(account, supplier_message_id = ?receipt.supplier_message_id, "a pushed receipt for a message Herald does not know");
+            continue;
+        };
+        let stream = format!("message-{message_id}");
+        let (state, _) = load(store, &stream).await?;
+        if state.accepted.is_none() {
+            continue;
+        }
+        record(store, receipt, &stream, &state, Next::Keep).await?;
+        matched += 1;
+    }
+    Ok(matched)
+}
+
 /// Drains the pull-style receipt queues of every account that has one, every `interval`, until
 /// `shutdown`.
 pub async fn run_pulls(

@@ -89,6 +89,38 @@ pub struct SupplierReceipt {
     pub reported_at: DateTime<Utc>,
 }
 
+/// A request a supplier made to Herald at `/callbacks/{account}`: a delivery report, or a
+/// check that the address is Herald's.
+#[derive(Debug, Clone, Copy)]
+pub struct CallbackRequest<'a> {
+    pub method: &'a str,
+    /// The raw query string, without `?`.
+    pub query: &'a str,
+    pub headers: &'a reqwest::header::HeaderMap,
+    pub body: &'a [u8],
+}
+
+/// What Herald answers a supplier's callback, and the receipts it carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    pub receipts: Vec<SupplierReceipt>,
+}
+
+impl CallbackReply {
+    /// A plain-text answer with no receipts.
+    pub fn text(status: u16, body: impl Into<String>) -> CallbackReply {
+        CallbackReply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+            receipts: Vec::new(),
+        }
+    }
+}
+
 pub type ReceiptFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<SupplierReceipt>, SendError>> + Send + 'a>>;
 
@@ -119,6 +151,13 @@ pub trait Supplier: Send + Sync {
     /// Pulls the receipts the supplier has gathered since the last pull (Tencent's
     /// `PullSmsSendStatus`). `None`: this supplier has no such batch pull.
     fn pull_receipts(&self) -> Option<ReceiptFuture<'_>> {
+        None
+    }
+
+    /// Reads a request the supplier made to Herald (`/callbacks/{account}`): checks that it
+    /// came from the supplier (its signature) and takes the receipts out of it. `None`: this
+    /// supplier makes no callbacks. Pure: the caller records the receipts.
+    fn callback(&self, _request: &CallbackRequest<'_>) -> Option<CallbackReply> {
         None
     }
 

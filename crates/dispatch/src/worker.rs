@@ -492,10 +492,13 @@ pub async fn process(
         }
     };
 
+    // The supplier's id of a sent message, remembered with the outcome.
+    let mut supplier_message_id: Option<String> = None;
     // The commands depend only on the supplier's answer, so after a conflict (a recall came in)
     // they are decided again on the fresh state, and the supplier is never called twice.
     let (commands, next): (Vec<MessageCommand>, Next) = match result {
         Ok(sent) => {
+            supplier_message_id.clone_from(&sent.supplier_message_id);
             let mut commands = vec![MessageCommand::RecordDispatch {
                 account: account_id.clone(),
                 supplier,
@@ -611,7 +614,18 @@ pub async fn process(
             }
         }
     };
-    append_outcome(store, &stream, &metadata, decide_all(commands), next).await
+    let supplier_id = supplier_message_id
+        .as_deref()
+        .map(|id| (account_id.as_str(), id));
+    append_outcome_indexed(
+        store,
+        &stream,
+        &metadata,
+        decide_all(commands),
+        next,
+        supplier_id,
+    )
+    .await
 }
 
 /// Whether the message has used `account` up: it had its share of failed attempts there.
@@ -752,6 +766,19 @@ pub(crate) async fn append_outcome(
     decide: impl Fn(&MessageState) -> Result<Vec<MessageEvent>, domain::MessageError>,
     next: Next,
 ) -> Result<(), ProcessError> {
+    append_outcome_indexed(store, stream, metadata, decide, next, None).await
+}
+
+/// [`append_outcome`], also remembering the supplier's id of the message (`(account, id)`)
+/// in the same commit, for receipts that name only that id.
+async fn append_outcome_indexed(
+    store: &Store,
+    stream: &str,
+    metadata: &EventMetadata,
+    decide: impl Fn(&MessageState) -> Result<Vec<MessageEvent>, domain::MessageError>,
+    next: Next,
+    supplier_id: Option<(&str, &str)>,
+) -> Result<(), ProcessError> {
     let mut tries = 0;
     loop {
         let (state, version) = load(store, stream).await?;
@@ -760,7 +787,11 @@ pub(crate) async fn append_outcome(
             // The message reached an outcome meanwhile (a recall): nothing more to record.
             Err(error) => {
                 tracing::info!(%error, stream, "outcome no longer applies");
-                return finish(store, stream, Next::Remove).await;
+                let next = match next {
+                    Next::Keep => Next::Keep,
+                    _ => Next::Remove,
+                };
+                return finish(store, stream, next).await;
             }
         };
         let encoded: Vec<NewEvent> = events.iter().map(|e| encode(e, metadata)).collect();
@@ -782,6 +813,10 @@ pub(crate) async fn append_outcome(
             }
         }
         update_queue(&mut tx, stream, &next).await?;
+        if let Some((account, supplier_message_id)) = supplier_id {
+            let message_id = stream.strip_prefix("message-").unwrap_or(stream);
+            store::supplier_ids::record(&mut tx, account, supplier_message_id, message_id).await?;
+        }
         tx.commit().await?;
         return Ok(());
     }

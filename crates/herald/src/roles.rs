@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 
 /// Credentials written `env:NAME` come from the environment.
-fn resolve(accounts: &[AccountConfig]) -> anyhow::Result<Vec<AccountConfig>> {
+pub(crate) fn resolve(accounts: &[AccountConfig]) -> anyhow::Result<Vec<AccountConfig>> {
     accounts
         .iter()
         .map(|account| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{any, get};
 use commands::links::LinkSigner;
 use commands::send::SendLimits;
 use store::Store;
@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::{graphql, health};
+use crate::{callbacks, graphql, health};
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -26,6 +26,8 @@ pub struct AppState {
     pub schema: api::HeraldSchema,
     pub rate: Arc<api::rate::RateLimiter>,
     pub max_body_bytes: usize,
+    /// The configured channel accounts, for the suppliers' callbacks.
+    pub accounts: dispatch::accounts::Accounts,
 }
 
 impl AppState {
@@ -76,12 +78,19 @@ impl AppState {
             api_config.rate_limit_per_second,
             api_config.rate_limit_burst,
         ));
+        // Callbacks only read what suppliers push: they never ask for a token.
+        let accounts = dispatch::accounts::Accounts::from_config(
+            &crate::roles::resolve(&config.accounts)?,
+            &dispatch::tokens::Tokens::pending(),
+        )
+        .context("configuring accounts")?;
         Ok(AppState {
             store,
             redis,
             schema,
             rate,
             max_body_bytes: api_config.max_body_bytes,
+            accounts,
         })
     }
 }
@@ -91,6 +100,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/callbacks/{account}", any(callbacks::callback))
         .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

@@ -21,6 +21,7 @@ mod postgres;
 pub mod queue;
 mod sqlite;
 pub mod subscription;
+pub mod supplier_ids;
 pub mod types;
 
 pub use any::{Store, redact};

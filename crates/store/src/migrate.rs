@@ -28,6 +28,11 @@ const POSTGRES: &[Source] = &[
         "dispatch queue",
         include_str!("../../../migrations/postgres/0004_dispatch_queue.sql"),
     ),
+    (
+        5,
+        "supplier message ids",
+        include_str!("../../../migrations/postgres/0005_supplier_messages.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[
@@ -50,6 +55,11 @@ const SQLITE: &[Source] = &[
         4,
         "dispatch queue",
         include_str!("../../../migrations/sqlite/0004_dispatch_queue.sql"),
+    ),
+    (
+        5,
+        "supplier message ids",
+        include_str!("../../../migrations/sqlite/0005_supplier_messages.sql"),
     ),
 ];
 

@@ -338,6 +338,14 @@ async fn sms_through_both_suppliers(backend: &str) {
         format!("biz-{id}").as_str()
     );
     assert_eq!(second_events[5].1["supplier_status"], "DELIVERED");
+    // The supplier's id finds the message, for receipts that name only that id.
+    assert_eq!(
+        store::supplier_ids::find(&app.store, "aliyun", &format!("biz-{id}"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(id)
+    );
     let sent = sms.sent.lock().unwrap().clone();
     assert_eq!(
         sent[1],
