@@ -24,3 +24,14 @@ pub fn command(error: CommandError) -> Error {
 pub fn validation(reason: &str, message: impl Into<String>) -> Error {
     coded("VALIDATION", reason, message)
 }
+
+/// A failure on Herald's side (the store is down, a read model holds what it should not): the
+/// cause is logged here, once, and the client sees only that something went wrong.
+pub fn internal(cause: impl std::fmt::Display) -> Error {
+    tracing::error!(%cause, "a query failed");
+    coded(
+        "INTERNAL",
+        "INTERNAL",
+        "something went wrong on Herald's side",
+    )
+}

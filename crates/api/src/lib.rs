@@ -2,11 +2,13 @@
 //! web framework: the transport (the `herald` crate) authenticates the caller and attaches it.
 //!
 //! - [`types`]: the GraphQL objects, inputs and enums.
-//! - [`templates`], [`sending`]: the resolvers, one root object per feature, merged below.
+//! - [`templates`], [`sending`], [`messages`]: the resolvers, one root object per feature,
+//!   merged below.
 //! - [`errors`]: how command errors become `extensions.code`.
 //! - [`rate`]: the per-key request rate limit.
 
 pub mod errors;
+pub mod messages;
 pub mod rate;
 pub mod sending;
 pub mod templates;
@@ -27,7 +29,11 @@ pub struct ApiState {
 }
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(templates::TemplateQuery, sending::AccountQuery);
+pub struct QueryRoot(
+    templates::TemplateQuery,
+    sending::AccountQuery,
+    messages::MessageQuery,
+);
 
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(templates::TemplateMutation, sending::SendMutation);

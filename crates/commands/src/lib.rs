@@ -7,7 +7,9 @@
 //! - [`templates`]: the template aggregate's commands and queries.
 //! - [`send`]: the send chain with idempotency by request id.
 //! - [`recall`]: recall by message id.
+//! - [`clicks`]: a followed tracked link, recorded.
 
+pub mod clicks;
 pub mod error;
 pub mod events;
 pub mod keys;

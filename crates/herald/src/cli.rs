@@ -121,11 +121,15 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
                 sender,
                 shutdown.clone(),
             ));
+            let mut projections = crate::roles::start_projections(&state.store, &shutdown);
             let served = server::run(listener, state, shutdown.clone()).await;
             // The server stops on `shutdown`; so do the workers, once their messages in
             // flight have their outcomes (their leases cover anything cut short).
             shutdown.cancel();
-            let drained = async { while dispatch.join_next().await.is_some() {} };
+            let drained = async {
+                while dispatch.join_next().await.is_some() {}
+                while projections.join_next().await.is_some() {}
+            };
             if tokio::time::timeout(std::time::Duration::from_secs(30), drained)
                 .await
                 .is_err()

@@ -5,12 +5,14 @@
 //! - [`server`]: application state, routes and the serve loop.
 //! - [`graphql`]: `/graphql`, with authentication, rate and size limits.
 //! - [`health`]: `/healthz` and `/readyz`.
+//! - [`clicks`]: `/c/{token}`, tracked links followed.
 //! - [`callbacks`]: `/callbacks/{account}`, where suppliers push receipts.
 //! - [`roles`]: the dispatch role (queue feed and lane workers).
 //! - [`cli`]: the command-line interface that `main` runs.
 
 pub mod callbacks;
 pub mod cli;
+pub mod clicks;
 pub mod config;
 pub mod graphql;
 pub mod health;

@@ -334,3 +334,25 @@ async fn next_hangup(hangup: &mut Hangup) {
 async fn next_hangup(_: &mut Hangup) {
     std::future::pending().await
 }
+
+/// Starts the projection role: each projection follows the log and keeps its read tables. Several
+/// processes may run it: a checkpoint moves by compare-and-set, so a batch that lost the race
+/// rolls back and every event is applied once.
+pub fn start_projections(store: &Store, shutdown: &CancellationToken) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    let (store, shutdown) = (store.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        let options = SubscriptionOptions {
+            filter: projections::trace::filter(),
+            ..SubscriptionOptions::default()
+        };
+        let key = CheckpointKey::new(projections::trace::SUBSCRIPTION, 0);
+        let trace = projections::trace::Trace;
+        if let Err(error) =
+            store::subscription::run(&store, &key, None, &options, &trace, &shutdown).await
+        {
+            tracing::error!(%error, "the trace projection stopped");
+        }
+    });
+    tasks
+}

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::{callbacks, graphql, health};
+use crate::{callbacks, clicks, graphql, health};
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -26,6 +26,8 @@ pub struct AppState {
     pub schema: api::HeraldSchema,
     pub rate: Arc<api::rate::RateLimiter>,
     pub max_body_bytes: usize,
+    /// Verifies click-tracking tokens.
+    pub links: LinkSigner,
     /// The configured channel accounts, for the suppliers' callbacks.
     pub accounts: dispatch::accounts::Accounts,
 }
@@ -59,10 +61,11 @@ impl AppState {
             configured => configured.to_owned(),
         };
         let api_config = &config.api;
+        let links = LinkSigner::new(secret.into_bytes(), &api_config.public_url);
         let schema = api::schema(
             api::ApiState {
                 store: store.clone(),
-                links: LinkSigner::new(secret.into_bytes(), &api_config.public_url),
+                links: links.clone(),
                 send_limits: SendLimits {
                     max_receivers_per_item: api_config.max_receivers_per_item,
                     max_items: api_config.max_items,
@@ -90,6 +93,7 @@ impl AppState {
             schema,
             rate,
             max_body_bytes: api_config.max_body_bytes,
+            links,
             accounts,
         })
     }
@@ -101,6 +105,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/callbacks/{account}", any(callbacks::callback))
+        .route("/c/{token}", get(clicks::click))
         .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

@@ -33,6 +33,11 @@ const POSTGRES: &[Source] = &[
         "supplier message ids",
         include_str!("../../../migrations/postgres/0005_supplier_messages.sql"),
     ),
+    (
+        6,
+        "message trace",
+        include_str!("../../../migrations/postgres/0006_message_trace.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[
@@ -60,6 +65,11 @@ const SQLITE: &[Source] = &[
         5,
         "supplier message ids",
         include_str!("../../../migrations/sqlite/0005_supplier_messages.sql"),
+    ),
+    (
+        6,
+        "message trace",
+        include_str!("../../../migrations/sqlite/0006_message_trace.sql"),
     ),
 ];
 

@@ -182,7 +182,10 @@ pub async fn spawn(backend: &str, tune: impl FnOnce(&mut Config)) -> TestApp {
     let shutdown = CancellationToken::new();
     let options = herald::roles::dispatch_options(&config).unwrap();
     let (options_sender, options) = tokio::sync::watch::channel(options);
-    let dispatch = herald::roles::start_dispatch(&store, &config, options, &shutdown).unwrap();
+    let mut dispatch = herald::roles::start_dispatch(&store, &config, options, &shutdown).unwrap();
+    let mut projections = herald::roles::start_projections(&store, &shutdown);
+    // One set owns both roles, so dropping the app stops them.
+    dispatch.spawn(async move { while projections.join_next().await.is_some() {} });
     tokio::spawn(server::run(listener, state, shutdown.clone()));
     TestApp {
         address,

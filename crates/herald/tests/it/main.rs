@@ -16,3 +16,4 @@ mod serve;
 mod sigterm;
 mod sms;
 mod support;
+mod trace;
