@@ -8,6 +8,7 @@ use domain::{Channel, MessageId};
 use serde::Deserialize;
 
 use crate::aliyun::AliyunSmsSupplier;
+use crate::dingtalk::{DingtalkRobot, DingtalkWork};
 use crate::email::EmailSupplier;
 use crate::inbox::InboxSupplier;
 use crate::supplier::Supplier;
@@ -105,8 +106,6 @@ fn build_supplier(
     config: &AccountConfig,
     tokens: &Tokens,
 ) -> Result<Arc<dyn Supplier>, AccountError> {
-    // Not every supplier signs in with a token.
-    let _ = tokens;
     Ok(match config.supplier.as_str() {
         "webhook" => {
             let secret = config.credential("secret")?;
@@ -119,6 +118,8 @@ fn build_supplier(
         "tencent_sms" => Arc::new(TencentSms::from_account(config)?),
         "aliyun_sms" => Arc::new(AliyunSmsSupplier::from_account(config)?),
         "smtp" => Arc::new(EmailSupplier::from_account(config)?),
+        "dingtalk_robot" => Arc::new(DingtalkRobot::from_account(config)?),
+        "dingtalk_work" => Arc::new(DingtalkWork::from_account(config, tokens)?),
         other => {
             return Err(AccountError::UnknownSupplier {
                 id: config.id.clone(),

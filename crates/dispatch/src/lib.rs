@@ -15,9 +15,12 @@
 //! - [`tencent`]: Tencent Cloud SMS (TC3-HMAC-SHA256 signed `SendSms`, `PullSmsSendStatus` receipts).
 //! - [`aliyun`]: SMS through Aliyun's `dysmsapi` (send, and receipts per message).
 //! - [`email`]: the EMAIL channel over SMTP (supplier `smtp`), attachments fetched over http(s).
+//! - [`dingtalk`]: DingTalk group robots (`dingtalk_robot`, signed webhooks) and work notices
+//!   (`dingtalk_work`: access token, recall, read receipts).
 
 pub mod accounts;
 pub mod aliyun;
+pub mod dingtalk;
 pub mod email;
 pub mod http;
 pub mod inbox;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod aliyun;
+mod dingtalk;
 mod email;
 mod tencent;
 mod tokens;

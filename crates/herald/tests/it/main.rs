@@ -5,6 +5,7 @@ mod app;
 mod cli;
 mod crash;
 mod deployment;
+mod dingtalk;
 mod dispatch;
 mod failover;
 mod graphql;
