@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::aliyun::AliyunSmsSupplier;
 use crate::email::EmailSupplier;
+use crate::getui::GeTui;
 use crate::inbox::InboxSupplier;
 use crate::supplier::Supplier;
 use crate::tencent::TencentSms;
@@ -105,8 +106,6 @@ fn build_supplier(
     config: &AccountConfig,
     tokens: &Tokens,
 ) -> Result<Arc<dyn Supplier>, AccountError> {
-    // Not every supplier signs in with a token.
-    let _ = tokens;
     Ok(match config.supplier.as_str() {
         "webhook" => {
             let secret = config.credential("secret")?;
@@ -119,6 +118,7 @@ fn build_supplier(
         "tencent_sms" => Arc::new(TencentSms::from_account(config)?),
         "aliyun_sms" => Arc::new(AliyunSmsSupplier::from_account(config)?),
         "smtp" => Arc::new(EmailSupplier::from_account(config)?),
+        "getui" => Arc::new(GeTui::from_account(config, tokens)?),
         other => {
             return Err(AccountError::UnknownSupplier {
                 id: config.id.clone(),

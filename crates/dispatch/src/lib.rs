@@ -15,10 +15,12 @@
 //! - [`tencent`]: Tencent Cloud SMS (TC3-HMAC-SHA256 signed `SendSms`, `PullSmsSendStatus` receipts).
 //! - [`aliyun`]: SMS through Aliyun's `dysmsapi` (send, and receipts per message).
 //! - [`email`]: the EMAIL channel over SMTP (supplier `smtp`), attachments fetched over http(s).
+//! - [`getui`]: the PUSH channel through GeTui's RestAPI V2 (single and batch pushes by cid).
 
 pub mod accounts;
 pub mod aliyun;
 pub mod email;
+pub mod getui;
 pub mod http;
 pub mod inbox;
 pub mod policy;
