@@ -3,6 +3,7 @@
 
 mod aliyun;
 mod email;
+mod getui;
 mod tencent;
 mod tokens;
 mod webhook;
