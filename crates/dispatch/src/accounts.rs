@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::aliyun::AliyunSmsSupplier;
 use crate::dingtalk::{DingtalkRobot, DingtalkWork};
 use crate::email::EmailSupplier;
+use crate::getui::GeTui;
 use crate::inbox::InboxSupplier;
 use crate::supplier::Supplier;
 use crate::tencent::TencentSms;
@@ -120,6 +121,7 @@ fn build_supplier(
         "smtp" => Arc::new(EmailSupplier::from_account(config)?),
         "dingtalk_robot" => Arc::new(DingtalkRobot::from_account(config)?),
         "dingtalk_work" => Arc::new(DingtalkWork::from_account(config, tokens)?),
+        "getui" => Arc::new(GeTui::from_account(config, tokens)?),
         other => {
             return Err(AccountError::UnknownSupplier {
                 id: config.id.clone(),

@@ -17,11 +17,13 @@
 //! - [`email`]: the EMAIL channel over SMTP (supplier `smtp`), attachments fetched over http(s).
 //! - [`dingtalk`]: DingTalk group robots (`dingtalk_robot`, signed webhooks) and work notices
 //!   (`dingtalk_work`: access token, recall, read receipts).
+//! - [`getui`]: the PUSH channel through GeTui's RestAPI V2 (single and batch pushes by cid).
 
 pub mod accounts;
 pub mod aliyun;
 pub mod dingtalk;
 pub mod email;
+pub mod getui;
 pub mod http;
 pub mod inbox;
 pub mod policy;

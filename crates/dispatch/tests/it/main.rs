@@ -4,6 +4,7 @@
 mod aliyun;
 mod dingtalk;
 mod email;
+mod getui;
 mod tencent;
 mod tokens;
 mod webhook;
