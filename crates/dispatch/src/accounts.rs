@@ -16,6 +16,7 @@ use crate::supplier::Supplier;
 use crate::tencent::TencentSms;
 use crate::tokens::Tokens;
 use crate::webhook::WebhookSupplier;
+use crate::wecom::{WecomApp, WecomRobot};
 
 /// One `[[accounts]]` entry of the configuration.
 #[derive(Clone, Deserialize, PartialEq)]
@@ -122,6 +123,8 @@ fn build_supplier(
         "dingtalk_robot" => Arc::new(DingtalkRobot::from_account(config)?),
         "dingtalk_work" => Arc::new(DingtalkWork::from_account(config, tokens)?),
         "getui" => Arc::new(GeTui::from_account(config, tokens)?),
+        "wecom_robot" => Arc::new(WecomRobot::from_account(config)?),
+        "wecom_app" => Arc::new(WecomApp::from_account(config, tokens)?),
         other => {
             return Err(AccountError::UnknownSupplier {
                 id: config.id.clone(),

@@ -18,6 +18,7 @@
 //! - [`dingtalk`]: DingTalk group robots (`dingtalk_robot`, signed webhooks) and work notices
 //!   (`dingtalk_work`: access token, recall, read receipts).
 //! - [`getui`]: the PUSH channel through GeTui's RestAPI V2 (single and batch pushes by cid).
+//! - [`wecom`]: WeCom group robots (`wecom_robot`) and app messages to members (`wecom_app`, with recall).
 
 pub mod accounts;
 pub mod aliyun;
@@ -34,6 +35,7 @@ pub mod supplier;
 pub mod tencent;
 pub mod tokens;
 pub mod webhook;
+pub mod wecom;
 pub mod worker;
 
 pub use supplier::{

@@ -8,3 +8,4 @@ mod getui;
 mod tencent;
 mod tokens;
 mod webhook;
+mod wecom;
