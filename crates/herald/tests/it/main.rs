@@ -18,3 +18,4 @@ mod sigterm;
 mod sms;
 mod support;
 mod trace;
+mod wecom;
