@@ -1,12 +1,14 @@
 //! WeCom app messages (`wecom_app`): a self-built app writes to one member, by userid.
 //!
-//! - `GET /cgi-bin/gettoken?corpid=&corpsecret=` ("获取access_token") hands out an access token
-//!   for `expires_in` seconds; it is shared through [`Tokens`] under `wecom:{corp_id}:{agent_id}`.
-//! - `POST /cgi-bin/message/send?access_token=` ("发送应用消息") with `touser` (the receiver),
-//!   `agentid` and `text`, `markdown` (the title as a heading line above the body) or `textcard`
-//!   (a CARD with a link; a CARD without one goes as text). Its `msgid` is the supplier message id.
-//! - `POST /cgi-bin/message/recall?access_token=` ("撤回应用消息") with `{"msgid": ...}`, within
-//!   24 hours of the send.
+//! - `GET /cgi-bin/gettoken?corpid=&corpsecret=` ("获取access_token", document 91039) hands
+//!   out an access token for `expires_in` seconds; it is shared through [`Tokens`] under
+//!   `wecom:{corp_id}:{agent_id}`.
+//! - `POST /cgi-bin/message/send?access_token=` ("发送应用消息", document 90236) with `touser`
+//!   (the receiver), `agentid` and `text`, `markdown` (the title as a heading line above the
+//!   body) or `textcard` (a CARD with a link; a CARD without one goes as text). Its `msgid` is
+//!   the supplier message id.
+//! - `POST /cgi-bin/message/recall?access_token=` ("撤回应用消息", document 94867) with
+//!   `{"msgid": ...}`, within 24 hours of the send.
 //!
 //! A token WeCom refuses (40014 invalid, 42001 expired, 41001 missing) is dropped and the call
 //! is made once more with a fresh one.

@@ -1,5 +1,6 @@
 //! WeCom group robots (`wecom_robot`): a JSON POST to the robot's webhook URL, which is the
-//! message's receiver (`https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...`, "群机器人配置说明").
+//! message's receiver (`https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=...`;
+//! "群机器人配置说明", document 91770).
 //!
 //! TEXT goes out as `msgtype: text`, MARKDOWN as `markdown` with the title as a heading line
 //! above the body, a CARD with a link as `news` (one article: title, description, url) and a
