@@ -11,6 +11,7 @@ use crate::aliyun::AliyunSmsSupplier;
 use crate::dingtalk::{DingtalkRobot, DingtalkWork};
 use crate::email::EmailSupplier;
 use crate::getui::GeTui;
+use crate::feishu::FeishuRobot;
 use crate::inbox::InboxSupplier;
 use crate::supplier::Supplier;
 use crate::tencent::TencentSms;
@@ -125,6 +126,7 @@ fn build_supplier(
         "getui" => Arc::new(GeTui::from_account(config, tokens)?),
         "wecom_robot" => Arc::new(WecomRobot::from_account(config)?),
         "wecom_app" => Arc::new(WecomApp::from_account(config, tokens)?),
+        "feishu_robot" => Arc::new(FeishuRobot::from_account(config)?),
         other => {
             return Err(AccountError::UnknownSupplier {
                 id: config.id.clone(),

@@ -19,12 +19,14 @@
 //!   (`dingtalk_work`: access token, recall, read receipts).
 //! - [`getui`]: the PUSH channel through GeTui's RestAPI V2 (single and batch pushes by cid).
 //! - [`wecom`]: WeCom group robots (`wecom_robot`) and app messages to members (`wecom_app`, with recall).
+//! - [`feishu`]: Feishu group robots (signed webhook POSTs of text and message cards).
 
 pub mod accounts;
 pub mod aliyun;
 pub mod dingtalk;
 pub mod email;
 pub mod getui;
+pub mod feishu;
 pub mod http;
 pub mod inbox;
 pub mod policy;

@@ -5,6 +5,7 @@ mod aliyun;
 mod dingtalk;
 mod email;
 mod getui;
+mod feishu;
 mod tencent;
 mod tokens;
 mod webhook;
