@@ -18,6 +18,8 @@ use crate::tencent::TencentSms;
 use crate::tokens::Tokens;
 use crate::webhook::WebhookSupplier;
 use crate::wecom::{WecomApp, WecomRobot};
+use crate::wechat::mini_program::MiniProgram;
+use crate::wechat::official::WechatOfficial;
 
 /// One `[[accounts]]` entry of the configuration.
 #[derive(Clone, Deserialize, PartialEq)]
@@ -127,6 +129,8 @@ fn build_supplier(
         "wecom_robot" => Arc::new(WecomRobot::from_account(config)?),
         "wecom_app" => Arc::new(WecomApp::from_account(config, tokens)?),
         "feishu_robot" => Arc::new(FeishuRobot::from_account(config)?),
+        "wechat_official" => Arc::new(WechatOfficial::from_account(config, tokens)?),
+        "mini_program" => Arc::new(MiniProgram::from_account(config, tokens)?),
         other => {
             return Err(AccountError::UnknownSupplier {
                 id: config.id.clone(),

@@ -20,6 +20,8 @@
 //! - [`getui`]: the PUSH channel through GeTui's RestAPI V2 (single and batch pushes by cid).
 //! - [`wecom`]: WeCom group robots (`wecom_robot`) and app messages to members (`wecom_app`, with recall).
 //! - [`feishu`]: Feishu group robots (signed webhook POSTs of text and message cards).
+//! - [`wechat`]: WeChat official-account template messages and mini-program subscribe
+//!   messages, on a shared stable access token; template delivery events read back.
 
 pub mod accounts;
 pub mod aliyun;
@@ -38,6 +40,7 @@ pub mod tencent;
 pub mod tokens;
 pub mod webhook;
 pub mod wecom;
+pub mod wechat;
 pub mod worker;
 
 pub use supplier::{

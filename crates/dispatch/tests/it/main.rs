@@ -10,3 +10,4 @@ mod tencent;
 mod tokens;
 mod webhook;
 mod wecom;
+mod wechat;
