@@ -29,8 +29,7 @@ use domain::{Channel, TemplateContent};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::official::with_receiver;
-use super::{WechatApp, message_id, template_data};
+use super::{WechatApp, message_id, template_data, with_receiver};
 use crate::accounts::{AccountConfig, AccountError};
 use crate::supplier::{Outbound, SendError, SendFuture, Sent, Supplier};
 use crate::tokens::Tokens;

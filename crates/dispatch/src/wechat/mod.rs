@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 
 use crate::accounts::{AccountConfig, AccountError};
 use crate::http;
-use crate::supplier::SendError;
+use crate::supplier::{Outbound, SendError};
 use crate::tokens::Tokens;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";
@@ -113,6 +113,20 @@ fn message_id(reply: &Value, key: &str) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         _ => None,
+    }
+}
+
+/// Names the (masked) receiver in a refusal that is about it.
+fn with_receiver(error: SendError, message: &Outbound<'_>) -> SendError {
+    match error {
+        SendError::Final {
+            code,
+            message: text,
+        } => SendError::Final {
+            code,
+            message: format!("{}: {text}", message.receiver.masked()),
+        },
+        other => other,
     }
 }
 

@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 
-use super::{WechatApp, message_id, template_data};
+use super::{WechatApp, message_id, template_data, with_receiver};
 use crate::accounts::{AccountConfig, AccountError};
 use crate::supplier::{Outbound, SendError, SendFuture, Sent, Supplier, SupplierReceipt};
 use crate::tokens::Tokens;
@@ -103,20 +103,6 @@ impl WechatOfficial {
         Ok(Sent {
             supplier_message_id: message_id(&reply, "msgid"),
         })
-    }
-}
-
-/// Names the (masked) receiver in a refusal that is about it.
-pub(super) fn with_receiver(error: SendError, message: &Outbound<'_>) -> SendError {
-    match error {
-        SendError::Final {
-            code,
-            message: text,
-        } => SendError::Final {
-            code,
-            message: format!("{}: {text}", message.receiver.masked()),
-        },
-        other => other,
     }
 }
 
