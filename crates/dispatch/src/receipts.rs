@@ -14,6 +14,7 @@
 //! again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -36,6 +37,27 @@ pub const FIRST_QUERY_AFTER: Duration = Duration::from_secs(30);
 /// After this long without a receipt, the message stays `DISPATCHED`; reconciliation with the
 /// supplier's bill settles it.
 pub const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(72);
+
+/// Receipts this process read that named no message Herald knows (another system's message on
+/// a shared supplier account, a message from a wiped store, a forged id).
+static UNMATCHED: AtomicU64 = AtomicU64::new(0);
+
+/// How many receipts this process could not match to a message since it started.
+pub fn unmatched_receipts() -> u64 {
+    UNMATCHED.load(Ordering::Relaxed)
+}
+
+/// Counts and logs a receipt that names no message Herald knows; it is dropped.
+fn unmatched(account: &str, receipt: &SupplierReceipt) {
+    let total = UNMATCHED.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::info!(
+        account,
+        message_id = ?receipt.message_id,
+        supplier_message_id = ?receipt.supplier_message_id,
+        unmatched_total = total,
+        "a receipt for a message Herald does not know"
+    );
+}
 
 /// Records one supplier receipt on its message, unless the stream already says the same.
 /// Returns whether an event was appended. `next` says what happens to the message's queue row.
@@ -79,7 +101,7 @@ fn metadata(accepted: &domain::message::MessageAccepted) -> EventMetadata {
 
 /// Records the receipts a supplier pushed to Herald (a callback) for `account`, each on the
 /// message it names by Herald's id or, failing that, by the supplier's id. Returns how many
-/// found their message; the rest are logged. An error means the supplier should push again.
+/// found their message; the rest are counted ([`unmatched_receipts`]) and logged. An error means the supplier should push again.
 pub async fn record_pushed(
     store: &Store,
     account: &str,
@@ -95,12 +117,13 @@ pub async fn record_pushed(
             (None, None) => None,
         };
         let Some(message_id) = message_id else {
-            tracing::info!(account, supplier_message_id = ?receipt.supplier_message_id, "a pushed receipt for a message Herald does not know");
+            unmatched(account, receipt);
             continue;
         };
         let stream = format!("message-{message_id}");
         let (state, _) = load(store, &stream).await?;
         if state.accepted.is_none() {
+            unmatched(account, receipt);
             continue;
         }
         record(store, receipt, &stream, &state, Next::Keep).await?;
@@ -136,12 +159,16 @@ pub async fn run_pulls(
                 }
                 for receipt in &receipts {
                     let Some(message_id) = receipt.message_id else {
-                        tracing::info!(supplier_message_id = ?receipt.supplier_message_id, account = %account.id, "a receipt for a message Herald did not send");
+                        unmatched(&account.id, receipt);
                         continue;
                     };
                     let stream = format!("message-{message_id}");
                     let outcome = async {
                         let (state, _) = load(&store, &stream).await?;
+                        if state.accepted.is_none() {
+                            unmatched(&account.id, receipt);
+                            return Ok(false);
+                        }
                         record(&store, receipt, &stream, &state, Next::Keep).await
                     };
                     if let Err(error) = outcome.await {

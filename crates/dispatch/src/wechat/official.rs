@@ -16,11 +16,13 @@
 //! channel = "WECHAT_OFFICIAL"
 //! supplier = "wechat_official"
 //! settings = { app_id = "wx1234567890abcdef", url = "https://example.com/messages" }  # url optional
-//! credentials = { app_secret = "..." }
+//! credentials = { app_secret = "...", callback_token = "..." }  # callback_token optional
 //! ```
 //!
-//! Receipts arrive on the official account's server URL, which the server routes here: check
-//! the query with [`verify_callback`] and read the body with [`template_send_finished`].
+//! Receipts arrive on the official account's server URL: set it to
+//! `https://HERALD/callbacks/{account id}` in plain-text mode, with the same Token as
+//! `credentials.callback_token`. Herald checks each push with [`verify_callback`] and reads
+//! the delivery event with [`template_send_finished`].
 
 use std::fmt;
 
@@ -32,7 +34,10 @@ use sha1::{Digest, Sha1};
 
 use super::{WechatApp, message_id, template_data, with_receiver};
 use crate::accounts::{AccountConfig, AccountError};
-use crate::supplier::{Outbound, SendError, SendFuture, Sent, Supplier, SupplierReceipt};
+use crate::supplier::{
+    CallbackReply, CallbackRequest, Outbound, SendError, SendFuture, Sent, Supplier,
+    SupplierReceipt,
+};
 use crate::tokens::Tokens;
 
 /// The parameter that carries the link a template message opens.
@@ -52,6 +57,8 @@ struct TemplateSend<'a> {
 pub struct WechatOfficial {
     app: WechatApp,
     url: Option<String>,
+    /// The Token beside the server URL in the account's settings: it signs WeChat's pushes.
+    callback_token: Option<String>,
 }
 
 impl fmt::Debug for WechatOfficial {
@@ -59,6 +66,10 @@ impl fmt::Debug for WechatOfficial {
         f.debug_struct("WechatOfficial")
             .field("app", &self.app)
             .field("url", &self.url)
+            .field(
+                "callback_token",
+                &self.callback_token.as_ref().map(|_| "***"),
+            )
             .finish()
     }
 }
@@ -69,6 +80,11 @@ impl WechatOfficial {
         Ok(WechatOfficial {
             app: WechatApp::from_account(config, tokens)?,
             url: config.settings.get("url").cloned(),
+            callback_token: config
+                .credentials
+                .get("callback_token")
+                .filter(|t| !t.is_empty())
+                .cloned(),
         })
     }
 
@@ -118,6 +134,55 @@ impl Supplier for WechatOfficial {
     fn send<'a>(&'a self, message: &'a Outbound<'a>) -> SendFuture<'a> {
         Box::pin(self.send_template(message))
     }
+
+    /// WeChat's pushes to the server URL (`/callbacks/{account}`), signed with the account's
+    /// `credentials.callback_token`: a GET with `echostr` when the URL is configured (answered
+    /// with `echostr`), and POSTed events, of which `TEMPLATESENDJOBFINISH` is a receipt
+    /// (answered `success`, as WeChat asks; other events are acknowledged and ignored). A
+    /// missing or wrong signature answers 401 and carries nothing. `None` when the account
+    /// has no `callback_token`.
+    fn callback(&self, request: &CallbackRequest<'_>) -> Option<CallbackReply> {
+        let token = self.callback_token.as_deref()?;
+        let query = query_pairs(request.query);
+        let param = |name: &str| {
+            query
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        let (timestamp, nonce, signature) =
+            (param("timestamp"), param("nonce"), param("signature"));
+        if timestamp.is_empty()
+            || nonce.is_empty()
+            || !verify_callback(token, timestamp, nonce, signature)
+        {
+            return Some(CallbackReply::text(401, "bad signature"));
+        }
+        if request.method.eq_ignore_ascii_case("GET") {
+            return Some(CallbackReply::text(200, param("echostr")));
+        }
+        let mut reply = CallbackReply::text(200, "success");
+        if let Some(receipt) = std::str::from_utf8(request.body)
+            .ok()
+            .and_then(template_send_finished)
+        {
+            reply.receipts.push(receipt);
+        }
+        Some(reply)
+    }
+}
+
+/// A query string's decoded `name=value` pairs.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    reqwest::Url::parse("http://callback.invalid/")
+        .map(|mut url| {
+            url.set_query(Some(query));
+            url.query_pairs()
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The signature WeChat puts in the `signature` query parameter of every push to the server

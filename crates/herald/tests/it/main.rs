@@ -18,4 +18,5 @@ mod sigterm;
 mod sms;
 mod support;
 mod trace;
+mod wechat;
 mod wecom;
