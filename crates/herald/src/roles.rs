@@ -340,19 +340,21 @@ async fn next_hangup(_: &mut Hangup) {
 /// rolls back and every event is applied once.
 pub fn start_projections(store: &Store, shutdown: &CancellationToken) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
-    let (store, shutdown) = (store.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        let options = SubscriptionOptions {
-            filter: projections::trace::filter(),
-            ..SubscriptionOptions::default()
-        };
-        let key = CheckpointKey::new(projections::trace::SUBSCRIPTION, 0);
-        let trace = projections::trace::Trace;
-        if let Err(error) =
-            store::subscription::run(&store, &key, None, &options, &trace, &shutdown).await
-        {
-            tracing::error!(%error, "the trace projection stopped");
-        }
-    });
+    for &projection in projections::Projection::ALL {
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let options = SubscriptionOptions {
+                filter: projection.filter(),
+                ..SubscriptionOptions::default()
+            };
+            let key = CheckpointKey::new(projection.subscription(), 0);
+            let handler = projection.handler(projections::Target::Live);
+            if let Err(error) =
+                store::subscription::run(&store, &key, None, &options, &handler, &shutdown).await
+            {
+                tracing::error!(%error, projection = projection.name(), "a projection stopped");
+            }
+        });
+    }
     tasks
 }

@@ -5,6 +5,105 @@
 //! - [`trace`]: the message trace (status, where it went, timeline) and the customer-service
 //!   lookup by receiver, request, template, status, channel and time.
 //! - [`lag`]: how far a projection has caught up with the log.
+//!
+//! [`Projection`] lists them all, for the server that runs them and for `herald replay`, which
+//! rebuilds one into shadow copies of its tables ([`Target::Shadow`]) and swaps them in.
 
 pub mod lag;
 pub mod trace;
+
+use store::{HandlerError, LogFilter, RecordedEvent, StoreTx};
+
+/// What a shadow copy of a read table (and a replay's subscription) is called: the live name
+/// with this suffix.
+pub const SHADOW_SUFFIX: &str = "_shadow";
+
+/// Where a projection's handler writes: the live read tables, or the shadow copies a replay
+/// fills before it swaps them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    #[default]
+    Live,
+    Shadow,
+}
+
+impl Target {
+    /// The name of `table` (a live table name) for this target.
+    pub fn table(self, table: &str) -> String {
+        match self {
+            Target::Live => table.to_owned(),
+            Target::Shadow => format!("{table}{SHADOW_SUFFIX}"),
+        }
+    }
+}
+
+/// Every projection Herald keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Projection {
+    Trace,
+}
+
+impl Projection {
+    pub const ALL: &'static [Projection] = &[Projection::Trace];
+
+    /// The name the CLI and the API use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Projection::Trace => "trace",
+        }
+    }
+
+    /// The projection called `name`.
+    pub fn parse(name: &str) -> Option<Projection> {
+        Projection::ALL.iter().copied().find(|p| p.name() == name)
+    }
+
+    /// The subscription (and checkpoint) that feeds the live tables.
+    pub fn subscription(self) -> &'static str {
+        match self {
+            Projection::Trace => trace::SUBSCRIPTION,
+        }
+    }
+
+    /// The stream category it follows (for its lag).
+    pub fn category(self) -> &'static str {
+        match self {
+            Projection::Trace => "message",
+        }
+    }
+
+    /// The events it reads.
+    pub fn filter(self) -> LogFilter {
+        match self {
+            Projection::Trace => trace::filter(),
+        }
+    }
+
+    /// Its read tables, by their live names.
+    pub fn tables(self) -> &'static [&'static str] {
+        match self {
+            Projection::Trace => trace::TABLES,
+        }
+    }
+
+    /// A handler writing to `target`'s tables.
+    pub fn handler(self, target: Target) -> Handler {
+        match self {
+            Projection::Trace => Handler::Trace(trace::Trace::new(target)),
+        }
+    }
+}
+
+/// The handler of any projection.
+#[derive(Debug, Clone)]
+pub enum Handler {
+    Trace(trace::Trace),
+}
+
+impl store::Handler for Handler {
+    async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        match self {
+            Handler::Trace(h) => h.handle(tx, events).await,
+        }
+    }
+}

@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use domain::{MessageEvent, ReceiptOutcome};
 use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, on_read, on_tx};
 
+use crate::Target;
+
 /// The subscription (and checkpoint) name.
 pub const SUBSCRIPTION: &str = "projection-trace";
 
@@ -23,14 +25,35 @@ pub fn filter() -> LogFilter {
     }
 }
 
-/// The projection's handler.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Trace;
+/// The read tables.
+pub const TABLES: &[&str] = &["message_trace", "message_timeline"];
+
+/// The projection's handler, writing to the live tables or to their shadow copies.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    trace: String,
+    timeline: String,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Trace::new(Target::Live)
+    }
+}
+
+impl Trace {
+    pub fn new(target: Target) -> Self {
+        Trace {
+            trace: target.table("message_trace"),
+            timeline: target.table("message_timeline"),
+        }
+    }
+}
 
 impl store::Handler for Trace {
     async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
         for recorded in events {
-            apply(tx, recorded).await?;
+            self.apply(tx, recorded).await?;
         }
         Ok(())
     }
@@ -60,21 +83,23 @@ pub fn kind(event: &MessageEvent) -> &'static str {
     }
 }
 
-/// Applies one event of a message stream to the read tables.
-async fn apply(tx: &mut StoreTx, recorded: &RecordedEvent) -> Result<(), HandlerError> {
-    let Some(message_id) = recorded.stream_id.strip_prefix("message-") else {
-        return Ok(());
-    };
-    let data = recorded.data_json()?;
-    let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
-    let at = event.at().timestamp_millis();
-    let seq = i64::try_from(recorded.stream_position)?;
-    let kind = kind(&event);
-    on_tx!(tx, |conn| {
-        sqlx::query(
-        "INSERT INTO message_timeline (message_id, seq, kind, at, detail) VALUES ($1, $2, $3, $4, $5) \
+impl Trace {
+    /// Applies one event of a message stream to the read tables.
+    async fn apply(&self, tx: &mut StoreTx, recorded: &RecordedEvent) -> Result<(), HandlerError> {
+        let (trace, timeline) = (&self.trace, &self.timeline);
+        let Some(message_id) = recorded.stream_id.strip_prefix("message-") else {
+            return Ok(());
+        };
+        let data = recorded.data_json()?;
+        let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
+        let at = event.at().timestamp_millis();
+        let seq = i64::try_from(recorded.stream_position)?;
+        let kind = kind(&event);
+        on_tx!(tx, |conn| {
+            sqlx::query(&format!(
+        "INSERT INTO {timeline} (message_id, seq, kind, at, detail) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (message_id, seq) DO NOTHING"
-    )
+    ))
     .bind(message_id)
     .bind(seq)
     .bind(kind)
@@ -83,20 +108,20 @@ async fn apply(tx: &mut StoreTx, recorded: &RecordedEvent) -> Result<(), Handler
     .execute(conn)
     .await
     .map(|r| r.rows_affected())
-    })?;
+        })?;
 
-    use MessageEvent as E;
-    let status = |status: &'static str| (Some(status), None::<&str>);
-    // (the status it moves to, and the SQL of any other column it sets)
-    let (set_status, other): (Option<&str>, Option<&str>) = match &event {
-        E::MessageAccepted(e) => {
-            on_tx!(tx, |conn| {
-                sqlx::query(
-                "INSERT INTO message_trace (message_id, tenant_id, request_id, receiver, template_id, \
+        use MessageEvent as E;
+        let status = |status: &'static str| (Some(status), None::<&str>);
+        // (the status it moves to, and the SQL of any other column it sets)
+        let (set_status, other): (Option<&str>, Option<&str>) = match &event {
+            E::MessageAccepted(e) => {
+                on_tx!(tx, |conn| {
+                    sqlx::query(&format!(
+                "INSERT INTO {trace} (message_id, tenant_id, request_id, receiver, template_id, \
                  channel, msg_type, status, account, accepted_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, 'ACCEPTED', $8, $9, $9) \
                  ON CONFLICT (message_id) DO NOTHING"
-            )
+            ))
             .bind(message_id)
             .bind(e.tenant.as_str())
             .bind(e.request_id.to_string())
@@ -109,82 +134,83 @@ async fn apply(tx: &mut StoreTx, recorded: &RecordedEvent) -> Result<(), Handler
             .execute(conn)
             .await
             .map(|r| r.rows_affected())
-            })?;
-            return Ok(());
-        }
-        E::MessageDeduplicated(_) => status("DEDUPLICATED"),
-        E::MessageShielded(_) => status("SHIELDED"),
-        E::MessageDiscarded(_) => status("DISCARDED"),
-        E::MessageFailed(_) => status("FAILED"),
-        E::MessageRecalled(_) => status("RECALLED"),
-        E::MessageDeferred(_) => status("DEFERRED"),
-        E::MessageDispatched(e) => {
-            on_tx!(tx, |conn| sqlx::query(
-                "UPDATE message_trace SET status = COALESCE(last_receipt, 'DISPATCHED'), \
+                })?;
+                return Ok(());
+            }
+            E::MessageDeduplicated(_) => status("DEDUPLICATED"),
+            E::MessageShielded(_) => status("SHIELDED"),
+            E::MessageDiscarded(_) => status("DISCARDED"),
+            E::MessageFailed(_) => status("FAILED"),
+            E::MessageRecalled(_) => status("RECALLED"),
+            E::MessageDeferred(_) => status("DEFERRED"),
+            E::MessageDispatched(e) => {
+                on_tx!(tx, |conn| sqlx::query(&format!(
+                    "UPDATE {trace} SET status = COALESCE(last_receipt, 'DISPATCHED'), \
                  account = $2, supplier = $3, supplier_message_id = $4, attempts = attempts + 1, \
                  updated_at = $5 WHERE message_id = $1"
-            )
-            .bind(message_id)
-            .bind(&e.account)
-            .bind(&e.supplier)
-            .bind(e.supplier_message_id.as_deref())
-            .bind(at)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected()))?;
-            return Ok(());
-        }
-        E::DispatchFailed(e) => {
-            on_tx!(tx, |conn| sqlx::query(
-                "UPDATE message_trace SET account = $2, supplier = $3, attempts = attempts + 1, \
+                ))
+                .bind(message_id)
+                .bind(&e.account)
+                .bind(&e.supplier)
+                .bind(e.supplier_message_id.as_deref())
+                .bind(at)
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected()))?;
+                return Ok(());
+            }
+            E::DispatchFailed(e) => {
+                on_tx!(tx, |conn| sqlx::query(&format!(
+                    "UPDATE {trace} SET account = $2, supplier = $3, attempts = attempts + 1, \
                  updated_at = $4 WHERE message_id = $1"
-            )
-            .bind(message_id)
-            .bind(&e.account)
-            .bind(&e.supplier)
-            .bind(at)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected()))?;
-            return Ok(());
-        }
-        E::ReceiptReceived(e) => {
-            let outcome = e.outcome.as_str();
-            on_tx!(tx, |conn| {
-                sqlx::query(
-                "UPDATE message_trace SET last_receipt = $2, \
+                ))
+                .bind(message_id)
+                .bind(&e.account)
+                .bind(&e.supplier)
+                .bind(at)
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected()))?;
+                return Ok(());
+            }
+            E::ReceiptReceived(e) => {
+                let outcome = e.outcome.as_str();
+                on_tx!(tx, |conn| {
+                    sqlx::query(&format!(
+                "UPDATE {trace} SET last_receipt = $2, \
                  status = CASE WHEN status IN ('DISPATCHED', 'DELIVERED', 'UNDELIVERED') THEN $2 ELSE status END, \
                  updated_at = $3 WHERE message_id = $1"
-            )
+            ))
             .bind(message_id)
             .bind(outcome)
             .bind(at)
             .execute(conn)
             .await
             .map(|r| r.rows_affected())
-            })?;
-            return Ok(());
-        }
-        E::MessageClicked(_) => (None, Some("clicks = clicks + 1,")),
-        E::MessageRateLimited(_) | E::RecallRequested(_) | E::RecallFailed(_) => (None, None),
-    };
-    let sql = format!(
-        "UPDATE message_trace SET {} {} updated_at = $2 WHERE message_id = $1",
-        if set_status.is_some() {
-            "status = $3,"
-        } else {
-            ""
-        },
-        other.unwrap_or(""),
-    );
-    on_tx!(tx, |conn| {
-        let mut query = sqlx::query(&sql).bind(message_id).bind(at);
-        if let Some(status) = set_status {
-            query = query.bind(status);
-        }
-        query.execute(conn).await.map(|r| r.rows_affected())
-    })?;
-    Ok(())
+                })?;
+                return Ok(());
+            }
+            E::MessageClicked(_) => (None, Some("clicks = clicks + 1,")),
+            E::MessageRateLimited(_) | E::RecallRequested(_) | E::RecallFailed(_) => (None, None),
+        };
+        let sql = format!(
+            "UPDATE {trace} SET {} {} updated_at = $2 WHERE message_id = $1",
+            if set_status.is_some() {
+                "status = $3,"
+            } else {
+                ""
+            },
+            other.unwrap_or(""),
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql).bind(message_id).bind(at);
+            if let Some(status) = set_status {
+                query = query.bind(status);
+            }
+            query.execute(conn).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
 }
 
 /// One message as the trace shows it.
