@@ -10,16 +10,16 @@ use serde::Deserialize;
 use crate::aliyun::AliyunSmsSupplier;
 use crate::dingtalk::{DingtalkRobot, DingtalkWork};
 use crate::email::EmailSupplier;
-use crate::getui::GeTui;
 use crate::feishu::FeishuRobot;
+use crate::getui::GeTui;
 use crate::inbox::InboxSupplier;
 use crate::supplier::Supplier;
 use crate::tencent::TencentSms;
 use crate::tokens::Tokens;
 use crate::webhook::WebhookSupplier;
-use crate::wecom::{WecomApp, WecomRobot};
 use crate::wechat::mini_program::MiniProgram;
 use crate::wechat::official::WechatOfficial;
+use crate::wecom::{WecomApp, WecomRobot};
 
 /// One `[[accounts]]` entry of the configuration.
 #[derive(Clone, Deserialize, PartialEq)]

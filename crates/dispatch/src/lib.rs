@@ -27,8 +27,8 @@ pub mod accounts;
 pub mod aliyun;
 pub mod dingtalk;
 pub mod email;
-pub mod getui;
 pub mod feishu;
+pub mod getui;
 pub mod http;
 pub mod inbox;
 pub mod policy;
@@ -39,8 +39,8 @@ pub mod supplier;
 pub mod tencent;
 pub mod tokens;
 pub mod webhook;
-pub mod wecom;
 pub mod wechat;
+pub mod wecom;
 pub mod worker;
 
 pub use supplier::{

@@ -4,10 +4,10 @@
 mod aliyun;
 mod dingtalk;
 mod email;
-mod getui;
 mod feishu;
+mod getui;
 mod tencent;
 mod tokens;
 mod webhook;
-mod wecom;
 mod wechat;
+mod wecom;
