@@ -4,12 +4,18 @@
 //!
 //! - [`trace`]: the message trace (status, where it went, timeline) and the customer-service
 //!   lookup by receiver, request, template, status, channel and time.
+//! - [`stats`]: daily counters per tenant, day, template, channel and account.
+//! - [`reconciliation`]: what each account dispatched on a day, to set beside the supplier's bill.
+//! - [`inbox`]: the in-app inbox, per tenant and receiver.
 //! - [`lag`]: how far a projection has caught up with the log.
 //!
 //! [`Projection`] lists them all, for the server that runs them and for `herald replay`, which
 //! rebuilds one into shadow copies of its tables ([`Target::Shadow`]) and swaps them in.
 
+pub mod inbox;
 pub mod lag;
+pub mod reconciliation;
+pub mod stats;
 pub mod trace;
 
 use store::{HandlerError, LogFilter, RecordedEvent, StoreTx};
@@ -41,15 +47,26 @@ impl Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Projection {
     Trace,
+    Stats,
+    Reconciliation,
+    Inbox,
 }
 
 impl Projection {
-    pub const ALL: &'static [Projection] = &[Projection::Trace];
+    pub const ALL: &'static [Projection] = &[
+        Projection::Trace,
+        Projection::Stats,
+        Projection::Reconciliation,
+        Projection::Inbox,
+    ];
 
     /// The name the CLI and the API use.
     pub fn name(self) -> &'static str {
         match self {
             Projection::Trace => "trace",
+            Projection::Stats => "stats",
+            Projection::Reconciliation => "reconciliation",
+            Projection::Inbox => "inbox",
         }
     }
 
@@ -62,13 +79,19 @@ impl Projection {
     pub fn subscription(self) -> &'static str {
         match self {
             Projection::Trace => trace::SUBSCRIPTION,
+            Projection::Stats => stats::SUBSCRIPTION,
+            Projection::Reconciliation => reconciliation::SUBSCRIPTION,
+            Projection::Inbox => inbox::SUBSCRIPTION,
         }
     }
 
     /// The stream category it follows (for its lag).
     pub fn category(self) -> &'static str {
         match self {
-            Projection::Trace => "message",
+            Projection::Trace
+            | Projection::Stats
+            | Projection::Reconciliation
+            | Projection::Inbox => "message",
         }
     }
 
@@ -76,6 +99,9 @@ impl Projection {
     pub fn filter(self) -> LogFilter {
         match self {
             Projection::Trace => trace::filter(),
+            Projection::Stats => stats::filter(),
+            Projection::Reconciliation => reconciliation::filter(),
+            Projection::Inbox => inbox::filter(),
         }
     }
 
@@ -83,6 +109,9 @@ impl Projection {
     pub fn tables(self) -> &'static [&'static str] {
         match self {
             Projection::Trace => trace::TABLES,
+            Projection::Stats => stats::TABLES,
+            Projection::Reconciliation => reconciliation::TABLES,
+            Projection::Inbox => inbox::TABLES,
         }
     }
 
@@ -90,6 +119,11 @@ impl Projection {
     pub fn handler(self, target: Target) -> Handler {
         match self {
             Projection::Trace => Handler::Trace(trace::Trace::new(target)),
+            Projection::Stats => Handler::Stats(stats::Stats::new(target)),
+            Projection::Reconciliation => {
+                Handler::Reconciliation(reconciliation::Reconciliation::new(target))
+            }
+            Projection::Inbox => Handler::Inbox(inbox::Inbox::new(target)),
         }
     }
 }
@@ -98,12 +132,18 @@ impl Projection {
 #[derive(Debug, Clone)]
 pub enum Handler {
     Trace(trace::Trace),
+    Stats(stats::Stats),
+    Reconciliation(reconciliation::Reconciliation),
+    Inbox(inbox::Inbox),
 }
 
 impl store::Handler for Handler {
     async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
         match self {
             Handler::Trace(h) => h.handle(tx, events).await,
+            Handler::Stats(h) => h.handle(tx, events).await,
+            Handler::Reconciliation(h) => h.handle(tx, events).await,
+            Handler::Inbox(h) => h.handle(tx, events).await,
         }
     }
 }

@@ -38,6 +38,11 @@ const POSTGRES: &[Source] = &[
         "message trace",
         include_str!("../../../migrations/postgres/0006_message_trace.sql"),
     ),
+    (
+        7,
+        "stats, reconciliation and inbox",
+        include_str!("../../../migrations/postgres/0007_stats_reconciliation_inbox.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[
@@ -70,6 +75,11 @@ const SQLITE: &[Source] = &[
         6,
         "message trace",
         include_str!("../../../migrations/sqlite/0006_message_trace.sql"),
+    ),
+    (
+        7,
+        "stats, reconciliation and inbox",
+        include_str!("../../../migrations/sqlite/0007_stats_reconciliation_inbox.sql"),
     ),
 ];
 

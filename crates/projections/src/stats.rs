@@ -1,0 +1,630 @@
+//! Daily statistics: counters per tenant, UTC day, template, channel and channel account
+//! (`stats_daily`), answering `stats(filter)`.
+//!
+//! **Each event counts on the day it happened**, not on the day its message was accepted: a
+//! message scheduled a week ahead is dispatched, and counted as dispatched, a week later; a day's
+//! counters stop changing once the day is over (but for receipts that move, below); and
+//! `dispatched` on a day is what a supplier bills for that day. The price: a receipt recorded
+//! just after midnight counts on the next day, so a ratio of delivered to dispatched on one day is
+//! exact only over periods longer than the receipt delay.
+//!
+//! **The account** is the channel account the event concerns: the one of the message's latest
+//! supplier attempt (`DispatchFailed`, `MessageDispatched`). Before the first attempt there is
+//! none ('' in the table, `null` in the API): the template names only a preference, and failover
+//! may pick another account. So `accepted`, `deduplicated`, `shielded` and `discarded` always
+//! count without an account, and `dispatched`, `delivered` and the like under the account that
+//! sent.
+//!
+//! The events after acceptance do not say whose message they are, so the projection remembers
+//! each message's tenant, template, channel and account in `stats_messages`.
+//! Most counters count events (`deferred`, `dispatch_failed` and `clicked` may count several per
+//! message). `delivered` and `undelivered` count each dispatched message once, by its latest
+//! receipt: a repeated receipt counts nothing, one that changes the outcome moves the message from
+//! one counter (on the day it was counted) to the other (on the day of the new receipt), and a
+//! receipt that arrives before the dispatch is recorded counts with the dispatch.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::NaiveDate;
+use domain::{MessageEvent, ReceiptOutcome};
+use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, on_read, on_tx};
+
+use crate::Target;
+
+/// The subscription (and checkpoint) name.
+pub const SUBSCRIPTION: &str = "projection-stats";
+
+/// Every event of every message.
+pub fn filter() -> LogFilter {
+    LogFilter {
+        categories: vec!["message".to_owned()],
+        event_types: Vec::new(),
+        partition: None,
+    }
+}
+
+/// The read tables.
+pub const TABLES: &[&str] = &["stats_daily", "stats_messages"];
+
+/// What is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    Accepted,
+    Deduplicated,
+    Shielded,
+    Discarded,
+    Deferred,
+    Dispatched,
+    DispatchFailed,
+    Failed,
+    Delivered,
+    Undelivered,
+    Clicked,
+    Recalled,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 12] = [
+        Counter::Accepted,
+        Counter::Deduplicated,
+        Counter::Shielded,
+        Counter::Discarded,
+        Counter::Deferred,
+        Counter::Dispatched,
+        Counter::DispatchFailed,
+        Counter::Failed,
+        Counter::Delivered,
+        Counter::Undelivered,
+        Counter::Clicked,
+        Counter::Recalled,
+    ];
+
+    /// Its column in `stats_daily`.
+    pub fn column(self) -> &'static str {
+        match self {
+            Counter::Accepted => "accepted",
+            Counter::Deduplicated => "deduplicated",
+            Counter::Shielded => "shielded",
+            Counter::Discarded => "discarded",
+            Counter::Deferred => "deferred",
+            Counter::Dispatched => "dispatched",
+            Counter::DispatchFailed => "dispatch_failed",
+            Counter::Failed => "failed",
+            Counter::Delivered => "delivered",
+            Counter::Undelivered => "undelivered",
+            Counter::Clicked => "clicked",
+            Counter::Recalled => "recalled",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn of_receipt(outcome: &str) -> Counter {
+        if outcome == ReceiptOutcome::Delivered.as_str() {
+            Counter::Delivered
+        } else {
+            Counter::Undelivered
+        }
+    }
+}
+
+/// One value per [`Counter`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts(pub [i64; 12]);
+
+impl Counts {
+    pub fn get(&self, counter: Counter) -> i64 {
+        self.0[counter.index()]
+    }
+
+    fn add(&mut self, counter: Counter, delta: i64) {
+        self.0[counter.index()] += delta;
+    }
+}
+
+/// What the projection remembers of a message (a row of `stats_messages`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub tenant: String,
+    pub template: String,
+    pub channel: String,
+    /// The account of the latest supplier attempt; empty before the first.
+    pub account: String,
+    pub dispatched: bool,
+    /// The latest receipt's outcome.
+    pub receipt: Option<String>,
+    /// The day the receipt was counted on; `None` while it waits for the dispatch.
+    pub receipt_day: Option<String>,
+}
+
+/// The UTC day of an instant, as stored.
+fn day_of(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.date_naive().format("%Y-%m-%d").to_string()
+}
+
+/// Applies one event to what is known of its message; returns the counter moves it makes, each
+/// on a day. `message` is `None` for a message not seen yet. Pure, so the counting rules are
+/// tested without a database.
+pub fn step(message: &mut Option<Seen>, event: &MessageEvent) -> Vec<(String, Counter, i64)> {
+    use MessageEvent as E;
+    let day = day_of(event.at());
+    let Some(seen) = message else {
+        if let E::MessageAccepted(e) = event {
+            *message = Some(Seen {
+                tenant: e.tenant.as_str().to_owned(),
+                template: e.template_id.to_string(),
+                channel: e.channel.as_str().to_owned(),
+                account: String::new(),
+                dispatched: false,
+                receipt: None,
+                receipt_day: None,
+            });
+            return vec![(day, Counter::Accepted, 1)];
+        }
+        // Every message stream starts with its acceptance: nothing else can come first.
+        return Vec::new();
+    };
+    let one = |counter| vec![(day.clone(), counter, 1)];
+    match event {
+        // Applied once already (a stream has one acceptance).
+        E::MessageAccepted(_) => Vec::new(),
+        E::MessageDeduplicated(_) => one(Counter::Deduplicated),
+        E::MessageShielded(_) => one(Counter::Shielded),
+        E::MessageDiscarded(_) => one(Counter::Discarded),
+        E::MessageDeferred(_) => one(Counter::Deferred),
+        E::MessageFailed(_) => one(Counter::Failed),
+        E::MessageClicked(_) => one(Counter::Clicked),
+        E::MessageRecalled(_) => one(Counter::Recalled),
+        E::DispatchFailed(e) => {
+            seen.account.clone_from(&e.account);
+            one(Counter::DispatchFailed)
+        }
+        E::MessageDispatched(e) => {
+            seen.account.clone_from(&e.account);
+            seen.dispatched = true;
+            let mut moves = one(Counter::Dispatched);
+            // A receipt that came first counts now.
+            if let Some(outcome) = &seen.receipt {
+                moves.push((day.clone(), Counter::of_receipt(outcome), 1));
+                seen.receipt_day = Some(day.clone());
+            }
+            moves
+        }
+        E::ReceiptReceived(e) => {
+            let outcome = e.outcome.as_str();
+            if !seen.dispatched {
+                seen.receipt = Some(outcome.to_owned());
+                return Vec::new();
+            }
+            if seen.receipt.as_deref() == Some(outcome) && seen.receipt_day.is_some() {
+                return Vec::new();
+            }
+            let mut moves = Vec::new();
+            if let (Some(old), Some(old_day)) = (&seen.receipt, &seen.receipt_day) {
+                moves.push((old_day.clone(), Counter::of_receipt(old), -1));
+            }
+            moves.push((day.clone(), Counter::of_receipt(outcome), 1));
+            seen.receipt = Some(outcome.to_owned());
+            seen.receipt_day = Some(day);
+            moves
+        }
+        E::MessageRateLimited(_) | E::RecallRequested(_) | E::RecallFailed(_) => Vec::new(),
+    }
+}
+
+/// The projection's handler, writing to the live tables or to their shadow copies.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    daily: String,
+    messages: String,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new(Target::Live)
+    }
+}
+
+/// (tenant, day, template, channel, account)
+type Key = (String, String, String, String, String);
+
+impl Stats {
+    pub fn new(target: Target) -> Self {
+        Stats {
+            daily: target.table("stats_daily"),
+            messages: target.table("stats_messages"),
+        }
+    }
+
+    async fn load(&self, tx: &mut StoreTx, message_id: &str) -> Result<Option<Seen>, HandlerError> {
+        let sql = format!(
+            "SELECT tenant_id, template_id, channel, account, dispatched, receipt, receipt_day \
+             FROM {} WHERE message_id = $1",
+            self.messages
+        );
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            bool,
+            Option<String>,
+            Option<String>,
+        );
+        let row: Option<Row> = on_tx!(tx, |conn| sqlx::query_as(&sql)
+            .bind(message_id)
+            .fetch_optional(conn)
+            .await)?;
+        Ok(row.map(
+            |(tenant, template, channel, account, dispatched, receipt, receipt_day)| Seen {
+                tenant,
+                template,
+                channel,
+                account,
+                dispatched,
+                receipt,
+                receipt_day,
+            },
+        ))
+    }
+
+    async fn save(
+        &self,
+        tx: &mut StoreTx,
+        message_id: &str,
+        seen: &Seen,
+    ) -> Result<(), HandlerError> {
+        let sql = format!(
+            "INSERT INTO {} (message_id, tenant_id, template_id, channel, account, dispatched, \
+             receipt, receipt_day) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (message_id) DO UPDATE SET account = excluded.account, \
+             dispatched = excluded.dispatched, receipt = excluded.receipt, \
+             receipt_day = excluded.receipt_day",
+            self.messages
+        );
+        on_tx!(tx, |conn| sqlx::query(&sql)
+            .bind(message_id)
+            .bind(&seen.tenant)
+            .bind(&seen.template)
+            .bind(&seen.channel)
+            .bind(&seen.account)
+            .bind(seen.dispatched)
+            .bind(seen.receipt.as_deref())
+            .bind(seen.receipt_day.as_deref())
+            .execute(conn)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    async fn add(&self, tx: &mut StoreTx, key: &Key, counts: &Counts) -> Result<(), HandlerError> {
+        let daily = &self.daily;
+        let columns: Vec<&str> = Counter::ALL.iter().map(|c| c.column()).collect();
+        let values: Vec<String> = (6..6 + columns.len()).map(|i| format!("${i}")).collect();
+        let updates: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{c} = {daily}.{c} + excluded.{c}"))
+            .collect();
+        let sql = format!(
+            "INSERT INTO {daily} (tenant_id, day, template_id, channel, account, {}) \
+             VALUES ($1, $2, $3, $4, $5, {}) \
+             ON CONFLICT (tenant_id, day, template_id, channel, account) DO UPDATE SET {}",
+            columns.join(", "),
+            values.join(", "),
+            updates.join(", ")
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql)
+                .bind(&key.0)
+                .bind(&key.1)
+                .bind(&key.2)
+                .bind(&key.3)
+                .bind(&key.4);
+            for value in counts.0 {
+                query = query.bind(value);
+            }
+            query.execute(conn).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+}
+
+impl store::Handler for Stats {
+    async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        // The batch is folded in memory, then written once per message and per counter row.
+        let mut messages: HashMap<String, (Option<Seen>, bool)> = HashMap::new();
+        let mut order: Vec<String> = Vec::new();
+        let mut counts: BTreeMap<Key, Counts> = BTreeMap::new();
+        for recorded in events {
+            let Some(message_id) = recorded.stream_id.strip_prefix("message-") else {
+                continue;
+            };
+            let data = recorded.data_json()?;
+            let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
+            if !messages.contains_key(message_id) {
+                let seen = self.load(tx, message_id).await?;
+                messages.insert(message_id.to_owned(), (seen, false));
+                order.push(message_id.to_owned());
+            }
+            let Some((seen, changed)) = messages.get_mut(message_id) else {
+                continue;
+            };
+            let before = seen.clone();
+            let moves = step(seen, &event);
+            *changed |= *seen != before;
+            let Some(message) = seen.as_ref() else {
+                continue;
+            };
+            for (day, counter, delta) in moves {
+                let key = (
+                    message.tenant.clone(),
+                    day,
+                    message.template.clone(),
+                    message.channel.clone(),
+                    message.account.clone(),
+                );
+                counts.entry(key).or_default().add(counter, delta);
+            }
+        }
+        for message_id in &order {
+            if let Some((Some(seen), true)) = messages.get(message_id) {
+                self.save(tx, message_id, seen).await?;
+            }
+        }
+        for (key, counts) in &counts {
+            if *counts != Counts::default() {
+                self.add(tx, key, counts).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `stats` narrows to; days are UTC and both ends are included.
+#[derive(Debug, Clone)]
+pub struct StatsFilter {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub template_id: Option<String>,
+    pub channel: Option<String>,
+    pub account: Option<String>,
+}
+
+/// One day of one template on one channel through one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsRow {
+    pub day: NaiveDate,
+    pub template_id: String,
+    pub channel: String,
+    /// `None` for what happened before any supplier attempt.
+    pub account: Option<String>,
+    pub counts: Counts,
+}
+
+/// `tenant`'s rows, by day, template, channel and account; at most `limit`.
+pub async fn stats(
+    store: &Store,
+    tenant: &str,
+    filter: &StatsFilter,
+    limit: usize,
+) -> Result<Vec<StatsRow>, sqlx::Error> {
+    let mut conditions = vec![
+        "tenant_id = $1".to_owned(),
+        "day >= $2".to_owned(),
+        "day <= $3".to_owned(),
+    ];
+    let mut binds = vec![
+        tenant.to_owned(),
+        filter.from.format("%Y-%m-%d").to_string(),
+        filter.to.format("%Y-%m-%d").to_string(),
+    ];
+    for (column, value) in [
+        ("template_id", &filter.template_id),
+        ("channel", &filter.channel),
+        ("account", &filter.account),
+    ] {
+        if let Some(value) = value {
+            binds.push(value.clone());
+            conditions.push(format!("{column} = ${}", binds.len()));
+        }
+    }
+    let columns: Vec<&str> = Counter::ALL.iter().map(|c| c.column()).collect();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let sql = format!(
+        "SELECT day, template_id, channel, account, {} FROM stats_daily WHERE {} \
+         ORDER BY day, template_id, channel, account LIMIT {limit}",
+        columns.join(", "),
+        conditions.join(" AND ")
+    );
+    let rows = on_read!(store, |pool| {
+        use sqlx::Row as _;
+        let mut query = sqlx::query(&sql);
+        for bind in &binds {
+            query = query.bind(bind);
+        }
+        let rows = query.fetch_all(pool).await?;
+        rows.iter()
+            .map(|r| {
+                let mut counts = Counts::default();
+                for (i, value) in counts.0.iter_mut().enumerate() {
+                    *value = r.try_get(4 + i)?;
+                }
+                Ok((
+                    r.try_get::<String, _>(0)?,
+                    r.try_get::<String, _>(1)?,
+                    r.try_get::<String, _>(2)?,
+                    r.try_get::<String, _>(3)?,
+                    counts,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+    })?;
+    rows.into_iter()
+        .map(|(day, template_id, channel, account, counts)| {
+            let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            Ok(StatsRow {
+                day,
+                template_id,
+                channel,
+                account: (!account.is_empty()).then_some(account),
+                counts,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+    use domain::message::*;
+    use domain::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap_or_default()
+    }
+
+    fn accepted(when: &str) -> MessageEvent {
+        MessageEvent::MessageAccepted(MessageAccepted {
+            message_id: MessageId::generate(),
+            tenant: TenantId::parse("acme").unwrap_or_else(|_| unreachable!()),
+            request_id: RequestId::parse("r-1").unwrap_or_else(|_| unreachable!()),
+            template_id: TemplateId::generate(),
+            template_version: 1,
+            channel: Channel::Sms,
+            msg_type: MessageType::Notice,
+            shield_type: ShieldType::None,
+            account: "preferred".to_owned(),
+            receiver: Receiver::parse(ReceiverIdType::Phone, "+8613800138000")
+                .unwrap_or_else(|_| unreachable!()),
+            content: TemplateContent::Text {
+                body: "hi".to_owned(),
+            },
+            tracked_links: Vec::new(),
+            send_at: None,
+            at: at(when),
+        })
+    }
+
+    fn dispatched(account: &str, when: &str) -> MessageEvent {
+        MessageEvent::MessageDispatched(MessageDispatched {
+            account: account.to_owned(),
+            supplier: "tencent_sms".to_owned(),
+            supplier_message_id: None,
+            attempt: 1,
+            latency_ms: 5,
+            masked_words: 0,
+            at: at(when),
+        })
+    }
+
+    fn receipt(outcome: ReceiptOutcome, when: &str) -> MessageEvent {
+        MessageEvent::ReceiptReceived(ReceiptReceived {
+            outcome,
+            supplier_status: "x".to_owned(),
+            reported_at: at(when),
+            at: at(when),
+        })
+    }
+
+    fn run(events: &[MessageEvent]) -> (Option<Seen>, Vec<(String, Counter, i64)>) {
+        let mut seen = None;
+        let mut moves = Vec::new();
+        for event in events {
+            moves.extend(step(&mut seen, event));
+        }
+        (seen, moves)
+    }
+
+    fn m(day: &str, counter: Counter, delta: i64) -> (String, Counter, i64) {
+        (day.to_owned(), counter, delta)
+    }
+
+    #[test]
+    fn each_event_counts_on_its_own_day_under_the_account_that_sent() {
+        let (seen, moves) = run(&[
+            accepted("2024-05-01T23:59:00Z"),
+            dispatched("sms-a", "2024-05-02T00:00:01Z"),
+            receipt(ReceiptOutcome::Delivered, "2024-05-02T00:00:09Z"),
+        ]);
+        assert_eq!(
+            moves,
+            [
+                m("2024-05-01", Counter::Accepted, 1),
+                m("2024-05-02", Counter::Dispatched, 1),
+                m("2024-05-02", Counter::Delivered, 1),
+            ]
+        );
+        let seen = seen.unwrap_or_else(|| unreachable!());
+        assert_eq!(seen.account, "sms-a");
+        assert_eq!(seen.tenant, "acme");
+    }
+
+    #[test]
+    fn a_receipt_counts_once_and_a_change_moves_it() {
+        let (_, moves) = run(&[
+            accepted("2024-05-01T10:00:00Z"),
+            dispatched("sms-a", "2024-05-01T10:00:01Z"),
+            receipt(ReceiptOutcome::Delivered, "2024-05-01T10:00:02Z"),
+            receipt(ReceiptOutcome::Delivered, "2024-05-01T10:00:03Z"),
+            receipt(ReceiptOutcome::Undelivered, "2024-05-03T10:00:00Z"),
+        ]);
+        assert_eq!(
+            moves,
+            [
+                m("2024-05-01", Counter::Accepted, 1),
+                m("2024-05-01", Counter::Dispatched, 1),
+                m("2024-05-01", Counter::Delivered, 1),
+                m("2024-05-01", Counter::Delivered, -1),
+                m("2024-05-03", Counter::Undelivered, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_early_receipt_counts_with_the_dispatch() {
+        let (_, moves) = run(&[
+            accepted("2024-05-01T10:00:00Z"),
+            receipt(ReceiptOutcome::Delivered, "2024-05-01T10:00:01Z"),
+            dispatched("sms-a", "2024-05-01T10:00:02Z"),
+        ]);
+        assert_eq!(
+            moves,
+            [
+                m("2024-05-01", Counter::Accepted, 1),
+                m("2024-05-01", Counter::Dispatched, 1),
+                m("2024-05-01", Counter::Delivered, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_receipt_for_a_message_never_dispatched_counts_nothing() {
+        let failed = MessageEvent::MessageFailed(MessageFailed {
+            reason: "x".to_owned(),
+            attempts: 1,
+            at: at("2024-05-01T10:00:01Z"),
+        });
+        let (_, moves) = run(&[
+            accepted("2024-05-01T10:00:00Z"),
+            failed,
+            receipt(ReceiptOutcome::Delivered, "2024-05-01T10:00:02Z"),
+        ]);
+        assert_eq!(
+            moves,
+            [
+                m("2024-05-01", Counter::Accepted, 1),
+                m("2024-05-01", Counter::Failed, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn events_of_a_message_never_accepted_count_nothing() {
+        let (seen, moves) = run(&[dispatched("sms-a", "2024-05-01T10:00:00Z")]);
+        assert_eq!((seen, moves), (None, Vec::new()));
+    }
+}
