@@ -2,15 +2,17 @@
 //! web framework: the transport (the `herald` crate) authenticates the caller and attaches it.
 //!
 //! - [`types`]: the GraphQL objects, inputs and enums.
-//! - [`templates`], [`sending`], [`messages`]: the resolvers, one root object per feature,
-//!   merged below.
+//! - [`templates`], [`sending`], [`messages`], [`stats`] (statistics, reconciliation and the
+//!   projections' lag), [`inbox`]: the resolvers, one root object per feature, merged below.
 //! - [`errors`]: how command errors become `extensions.code`.
 //! - [`rate`]: the per-key request rate limit.
 
 pub mod errors;
+pub mod inbox;
 pub mod messages;
 pub mod rate;
 pub mod sending;
+pub mod stats;
 pub mod templates;
 pub mod types;
 
@@ -33,6 +35,8 @@ pub struct QueryRoot(
     templates::TemplateQuery,
     sending::AccountQuery,
     messages::MessageQuery,
+    stats::StatsQuery,
+    inbox::InboxQuery,
 );
 
 #[derive(MergedObject, Default)]

@@ -179,11 +179,26 @@ fn message(view: MessageView, timeline: Vec<trace::TimelineEntry>) -> Result<Mes
 }
 
 async fn as_of(ctx: &Context<'_>) -> Result<AsOf> {
-    let lag = projections::lag::lag(&state(ctx).store, trace::SUBSCRIPTION, "message")
-        .await
-        .map_err(|e| errors::internal(e.to_string()))?;
+    as_of_projection(ctx, projections::Projection::Trace).await
+}
+
+/// Where `projection` stands in the log: read before the projection itself, so an answer is at
+/// least as fresh as it says.
+pub(crate) async fn as_of_projection(
+    ctx: &Context<'_>,
+    projection: projections::Projection,
+) -> Result<AsOf> {
+    let lag = projections::lag::lag(
+        &state(ctx).store,
+        projection.subscription(),
+        projection.category(),
+    )
+    .await
+    .map_err(|e| errors::internal(e.to_string()))?;
     Ok(AsOf {
-        position: lag.applied.global_position,
+        // A checkpoint may stand past the newest event (on Postgres a read that found nothing
+        // resumes from the visibility horizon): no event is past the head, so report that.
+        position: lag.applied.global_position.min(lag.head.global_position),
         head: lag.head.global_position,
         caught_up: lag.caught_up(),
         behind: lag.behind(),

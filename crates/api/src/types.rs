@@ -188,3 +188,30 @@ pub struct Me {
     pub key_id: String,
     pub scopes: Vec<String>,
 }
+
+/// A calendar day, `YYYY-MM-DD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Date(pub chrono::NaiveDate);
+
+/// A calendar day, `YYYY-MM-DD`.
+#[async_graphql::Scalar(name = "Date")]
+impl async_graphql::ScalarType for Date {
+    fn parse(value: async_graphql::Value) -> async_graphql::InputValueResult<Self> {
+        match &value {
+            async_graphql::Value::String(text) => {
+                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .map(Date)
+                    .map_err(|_| {
+                        async_graphql::InputValueError::custom(format!(
+                            "{text:?} is not a day like 2024-05-01"
+                        ))
+                    })
+            }
+            _ => Err(async_graphql::InputValueError::expected_type(value)),
+        }
+    }
+
+    fn to_value(&self) -> async_graphql::Value {
+        async_graphql::Value::String(self.0.format("%Y-%m-%d").to_string())
+    }
+}
