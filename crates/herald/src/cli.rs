@@ -1,5 +1,5 @@
-//! The command line: `herald serve`, `herald migrate`, and the administration of tenants and API
-//! keys (`herald tenant`, `herald apikey`).
+//! The command line: `herald serve`, `herald migrate`, the administration of tenants and API
+//! keys (`herald tenant`, `herald apikey`), and `herald reconcile`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +12,7 @@ use commands::keys::{self, Scopes};
 use domain::TenantId;
 
 use crate::config::Config;
+use crate::reconcile::{self, Format};
 use crate::server::{self, AppState};
 
 #[derive(Debug, Clone, Parser)]
@@ -52,7 +53,47 @@ pub enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+    /// Compare what a channel account dispatched on a day with the supplier's bill.
+    /// Exits 0 within the tolerance, 1 when the gap is flagged, 2 on an error.
+    Reconcile {
+        /// The channel account, as configured (`accounts[].id`).
+        #[arg(long)]
+        account: String,
+        /// The day, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+        /// The time zone of the day, as an offset (the supplier's billing zone, e.g. +08:00).
+        #[arg(long, default_value = "+00:00", allow_hyphen_values = true)]
+        zone: String,
+        /// The supplier's bill: a CSV file with a header row (see the README for its shapes).
+        #[arg(long)]
+        bill: Option<PathBuf>,
+        /// The gap, in percent, beyond which the day is flagged.
+        #[arg(long, default_value_t = 2.0)]
+        tolerance: f64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
+
+/// A failure that ends the process with its own exit status; `message` (if any) is printed as
+/// the one line of error, like any other.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub message: Option<String>,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.message {
+            Some(message) => f.write_str(message),
+            None => write!(f, "exit status {}", self.code),
+        }
+    }
+}
+
+impl std::error::Error for Exit {}
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum TenantCommand {
@@ -179,6 +220,50 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
                  store it now, it will not be shown again",
                 new.key_id
             );
+            Ok(())
+        }
+        Command::Reconcile {
+            account,
+            date,
+            zone,
+            bill,
+            tolerance,
+            format,
+        } => {
+            // Like diff: 0 the same within the tolerance, 1 flagged, 2 trouble.
+            let report = async {
+                let date =
+                    chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").with_context(|| {
+                        format!("--date must be a day like 2024-05-01, not {date:?}")
+                    })?;
+                let zone: chrono::FixedOffset = zone.parse().with_context(|| {
+                    format!("--zone must be an offset like +08:00, not {zone:?}")
+                })?;
+                if !(tolerance.is_finite() && tolerance >= 0.0) {
+                    anyhow::bail!("--tolerance must be a percentage of 0 or more");
+                }
+                let bill = match &bill {
+                    None => None,
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path)
+                            .with_context(|| format!("reading the bill {}", path.display()))?;
+                        let bill = reconcile::parse_bill(&text)
+                            .with_context(|| format!("the bill {}", path.display()))?;
+                        Some(bill)
+                    }
+                };
+                let store = open_store(&config).await?;
+                reconcile::reconcile(&store, &account, date, zone, bill.as_ref(), tolerance).await
+            }
+            .await?;
+            print!("{}", reconcile::render(&report, format));
+            if report.flagged() {
+                return Err(Exit {
+                    code: 1,
+                    message: None,
+                }
+                .into());
+            }
             Ok(())
         }
         Command::Apikey {

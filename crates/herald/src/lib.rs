@@ -7,7 +7,8 @@
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`clicks`]: `/c/{token}`, tracked links followed.
 //! - [`callbacks`]: `/callbacks/{account}`, where suppliers push receipts.
-//! - [`roles`]: the dispatch role (queue feed and lane workers).
+//! - [`roles`]: the dispatch role (queue feed and lane workers) and the projection role.
+//! - [`reconcile`]: `herald reconcile`, an account's day beside the supplier's bill.
 //! - [`cli`]: the command-line interface that `main` runs.
 
 pub mod callbacks;
@@ -16,5 +17,6 @@ pub mod clicks;
 pub mod config;
 pub mod graphql;
 pub mod health;
+pub mod reconcile;
 pub mod roles;
 pub mod server;

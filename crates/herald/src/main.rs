@@ -10,19 +10,32 @@ use tracing_subscriber::EnvFilter;
 use herald::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    match start() {
+    let cli = Cli::parse();
+    // `reconcile` exits like diff: 1 means a flagged gap, so any failure of its own is 2.
+    let failure = match cli.command {
+        cli::Command::Reconcile { .. } => 2,
+        _ => 1,
+    };
+    match start(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // A command with exit statuses of its own (`reconcile`) says which, and whether it
+            // has more to say.
+            if let Some(exit) = error.downcast_ref::<cli::Exit>() {
+                if let Some(message) = &exit.message {
+                    eprintln!("herald: {message}");
+                }
+                return ExitCode::from(exit.code);
+            }
             // One line with the whole chain of causes, not a backtrace: this is what a user reads.
             eprintln!("herald: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(failure)
         }
     }
 }
 
 #[tokio::main]
-async fn start() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn start(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config()?;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
