@@ -13,10 +13,10 @@ use store::EventStore;
 
 use crate::app::{TestApp, spawn, webhook_account};
 
-const SECRET: &str = "hook-secret";
+pub(crate) const SECRET: &str = "hook-secret";
 
 /// A receiving system: verifies Herald's signature, counts calls, answers as its path says.
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+pub(crate) async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     async fn hook(
         State(calls): State<Arc<Mutex<Vec<Value>>>>,
         Path(mode): Path<String>,
@@ -190,7 +190,7 @@ async fn inbox_messages_are_delivered_on_send(backend: &str) {
 }
 
 /// A night window that holds right now, wherever the clock is: an hour back to an hour ahead.
-fn night_now(c: &mut herald::config::Config) {
+pub(crate) fn night_now(c: &mut herald::config::Config) {
     let now = chrono::Utc::now();
     c.dispatch.night_zone = "+00:00".into();
     c.dispatch.night_start = (now - chrono::Duration::hours(1))
