@@ -344,7 +344,12 @@ impl store::Handler for Stats {
             let data = recorded.data_json()?;
             let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
             if !messages.contains_key(message_id) {
-                let seen = self.load(tx, message_id).await?;
+                // A stream's first event is its acceptance: nothing is remembered of it yet.
+                let seen = if recorded.stream_position == 1 {
+                    None
+                } else {
+                    self.load(tx, message_id).await?
+                };
                 messages.insert(message_id.to_owned(), (seen, false));
                 order.push(message_id.to_owned());
             }
