@@ -9,7 +9,9 @@
 //! - [`callbacks`]: `/callbacks/{account}`, where suppliers push receipts.
 //! - [`roles`]: the dispatch role (queue feed and lane workers).
 //! - [`cli`]: the command-line interface that `main` runs.
+//! - [`bench`]: `herald bench`, the project's own benchmark.
 
+pub mod bench;
 pub mod callbacks;
 pub mod cli;
 pub mod clicks;

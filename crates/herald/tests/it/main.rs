@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod app;
+mod bench;
 mod cli;
 mod crash;
 mod deployment;
