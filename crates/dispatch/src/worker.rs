@@ -50,6 +50,8 @@ pub struct WorkerOptions {
     pub sensitive_action: SensitiveAction,
     /// How long after a send its receipt is first asked for, where the supplier is asked.
     pub receipt_query_delay: Duration,
+    /// Tenants that send only to whitelisted receivers.
+    pub sandbox: policy::Sandbox,
 }
 
 impl WorkerOptions {
@@ -77,6 +79,7 @@ impl Default for WorkerOptions {
             sensitive_words: SensitiveWords::default(),
             sensitive_action: SensitiveAction::Mask,
             receipt_query_delay: crate::receipts::FIRST_QUERY_AFTER,
+            sandbox: policy::Sandbox::default(),
         }
     }
 }
@@ -257,7 +260,15 @@ pub async fn process(
         };
         return record_one(store, &stream, &metadata, dispatched, Next::Remove).await;
     }
-    // The policy steps, in the order of design section 5, each recorded as its event.
+    // The policy steps, in the order of design section 5, each recorded as its event. A
+    // sandbox tenant's message to a receiver off the whitelist never goes further.
+    if !options.sandbox.allows(&accepted) {
+        let discard = MessageCommand::DiscardMessage {
+            rule: DiscardRule::NotWhitelisted,
+            at: now,
+        };
+        return record_one(store, &stream, &metadata, discard, Next::Remove).await;
+    }
     if template_disabled(store, accepted.template_id).await? {
         let discard = MessageCommand::DiscardMessage {
             rule: DiscardRule::TemplateDisabled,

@@ -13,10 +13,10 @@ use store::EventStore;
 
 use crate::app::{TestApp, serve_fake, spawn, webhook_account};
 
-const SECRET: &str = "hook-secret";
+pub(crate) const SECRET: &str = "hook-secret";
 
 /// A receiving system: verifies Herald's signature, counts calls, answers as its path says.
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+pub(crate) async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     async fn hook(
         State(calls): State<Arc<Mutex<Vec<Value>>>>,
         Path(mode): Path<String>,

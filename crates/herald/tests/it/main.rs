@@ -14,6 +14,7 @@ mod isolation;
 mod limits;
 mod readme;
 mod reload;
+mod sandbox;
 mod serve;
 mod sigterm;
 mod sms;
