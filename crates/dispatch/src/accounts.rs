@@ -27,7 +27,8 @@ use crate::wecom::{WecomApp, WecomRobot};
 pub struct AccountConfig {
     pub id: String,
     pub channel: Channel,
-    /// `webhook`, `inbox` or `smtp` (more with each supplier).
+    /// `webhook`, `inbox`, `smtp`, `tencent_sms`, `aliyun_sms`, `dingtalk_robot`, `dingtalk_work`,
+    /// `wecom_robot`, `wecom_app`, `feishu_robot`, `wechat_official`, `mini_program` or `getui`.
     pub supplier: String,
     /// The supplier's API address, for a private endpoint or a test double (absent: the
     /// supplier's public address).

@@ -23,6 +23,9 @@
 //! settings = { button_text = "查看详情" }    # optional: the card button's label
 //! ```
 //!
+//! With `settings.markdown = "post"`, Markdown goes as a `post` (rich text) instead: the title,
+//! a paragraph per line, and Markdown links as `a` tags.
+//!
 //! A secret belongs to one robot, so a signed robot wants its own account; robots without the
 //! signature check can share an account with no `secret`.
 
@@ -69,6 +72,55 @@ pub fn payload(content: &TemplateContent, button_text: &str) -> Result<Value, Se
             });
         }
     })
+}
+
+/// A `post` (rich-text) message: the title, then one paragraph per line of `body`, where a
+/// Markdown link `[label](https://...)` becomes an `a` tag and everything else stays text. For
+/// accounts with `settings.markdown = "post"`, whose readers want a plain message rather than a
+/// card.
+pub fn post(title: &str, body: &str) -> Value {
+    let paragraphs: Vec<Value> = body
+        .lines()
+        .map(|line| Value::Array(rich_line(line)))
+        .collect();
+    json!({
+        "msg_type": "post",
+        "content": {"post": {"zh_cn": {"title": title, "content": paragraphs}}},
+    })
+}
+
+/// One line as `text` and `a` tags.
+fn rich_line(line: &str) -> Vec<Value> {
+    let mut tags: Vec<Value> = Vec::new();
+    let mut text = String::new();
+    let mut rest = line;
+    while let Some(open) = rest.find('[') {
+        let link = rest[open + 1..].split_once("](").and_then(|(label, tail)| {
+            let (href, after) = tail.split_once(')')?;
+            let web = href.starts_with("https://") || href.starts_with("http://");
+            (web && !label.contains('[') && !href.contains(char::is_whitespace))
+                .then_some((label, href, after))
+        });
+        match link {
+            Some((label, href, after)) => {
+                text.push_str(&rest[..open]);
+                if !text.is_empty() {
+                    tags.push(json!({"tag": "text", "text": std::mem::take(&mut text)}));
+                }
+                tags.push(json!({"tag": "a", "text": label, "href": href}));
+                rest = after;
+            }
+            None => {
+                text.push_str(&rest[..=open]);
+                rest = &rest[open + 1..];
+            }
+        }
+    }
+    text.push_str(rest);
+    if !text.is_empty() || tags.is_empty() {
+        tags.push(json!({"tag": "text", "text": text}));
+    }
+    tags
 }
 
 /// An interactive message card: the title in the header, the body rendered as Markdown, and a
@@ -161,6 +213,8 @@ pub struct FeishuRobot {
     client: reqwest::Client,
     secret: Option<String>,
     button_text: String,
+    /// Markdown goes as a `post` rather than a card.
+    markdown_post: bool,
 }
 
 impl fmt::Debug for FeishuRobot {
@@ -169,6 +223,7 @@ impl fmt::Debug for FeishuRobot {
         f.debug_struct("FeishuRobot")
             .field("signed", &self.secret.is_some())
             .field("button_text", &self.button_text)
+            .field("markdown_post", &self.markdown_post)
             .finish_non_exhaustive()
     }
 }
@@ -176,7 +231,17 @@ impl fmt::Debug for FeishuRobot {
 impl FeishuRobot {
     /// Builds the supplier from an `[[accounts]]` entry (keys in the module docs).
     pub fn from_account(config: &AccountConfig) -> Result<Self, AccountError> {
+        let markdown_post = match config.settings.get("markdown").map(String::as_str) {
+            None | Some("card") => false,
+            Some("post") => true,
+            Some(other) => {
+                return Err(config.client_error(format!(
+                    "settings.markdown must be \"card\" or \"post\", not {other:?}"
+                )));
+            }
+        };
         Ok(FeishuRobot {
+            markdown_post,
             client: http::client(config.timeout()).map_err(|e| config.client_error(e))?,
             secret: config.credentials.get("secret").cloned(),
             button_text: config
@@ -195,7 +260,10 @@ impl FeishuRobot {
                 code: "INVALID_WEBHOOK_URL".to_owned(),
                 message: format!("not a robot webhook URL: {}", message.receiver.masked()),
             })?;
-        let mut body = payload(message.content, &self.button_text)?;
+        let mut body = match message.content {
+            TemplateContent::Markdown { title, body } if self.markdown_post => post(title, body),
+            content => payload(content, &self.button_text)?,
+        };
         if let (Some(secret), Value::Object(fields)) = (&self.secret, &mut body) {
             let timestamp = Utc::now().timestamp();
             fields.insert("timestamp".to_owned(), json!(timestamp.to_string()));

@@ -134,6 +134,40 @@ impl NightWindow {
     }
 }
 
+/// The sandbox: a tenant in it (or every tenant, for a whole staging deployment) sends only to
+/// whitelisted receivers; any other message is discarded with `NOT_WHITELISTED` before it
+/// reaches a supplier.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sandbox {
+    /// Every tenant is in the sandbox.
+    pub all_tenants: bool,
+    pub tenants: std::collections::BTreeSet<String>,
+    /// Receivers that still get messages, as written (`13800138000`, `+8613800138000` and
+    /// `+86 138 0013 8000` are one phone number).
+    pub whitelist: Vec<String>,
+}
+
+impl Sandbox {
+    /// Whether `tenant` is in the sandbox.
+    pub fn applies_to(&self, tenant: &str) -> bool {
+        self.all_tenants || self.tenants.contains(tenant)
+    }
+
+    /// Whether `message` may go out: its tenant is not in the sandbox, or its receiver is
+    /// whitelisted (compared in the receiver's normal form).
+    pub fn allows(&self, message: &MessageAccepted) -> bool {
+        if !self.applies_to(message.tenant.as_str()) {
+            return true;
+        }
+        let receiver = &message.receiver;
+        self.whitelist.iter().any(|entry| {
+            entry == receiver.value()
+                || domain::Receiver::parse(receiver.id_type(), entry)
+                    .is_ok_and(|listed| listed.value() == receiver.value())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

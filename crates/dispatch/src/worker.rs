@@ -50,6 +50,8 @@ pub struct WorkerOptions {
     pub sensitive_action: SensitiveAction,
     /// How long after a send its receipt is first asked for, where the supplier is asked.
     pub receipt_query_delay: Duration,
+    /// Tenants that send only to whitelisted receivers.
+    pub sandbox: policy::Sandbox,
 }
 
 impl WorkerOptions {
@@ -77,6 +79,7 @@ impl Default for WorkerOptions {
             sensitive_words: SensitiveWords::default(),
             sensitive_action: SensitiveAction::Mask,
             receipt_query_delay: crate::receipts::FIRST_QUERY_AFTER,
+            sandbox: policy::Sandbox::default(),
         }
     }
 }
@@ -255,29 +258,23 @@ pub async fn process(
             masked_words: 0,
             at: now,
         };
-        return append_outcome(
-            store,
-            &stream,
-            &metadata,
-            decide_all(vec![dispatched]),
-            Next::Remove,
-        )
-        .await;
+        return record_one(store, &stream, &metadata, dispatched, Next::Remove).await;
     }
-    // The policy steps, in the order of design section 5, each recorded as its event.
+    // The policy steps, in the order of design section 5, each recorded as its event. A
+    // sandbox tenant's message to a receiver off the whitelist never goes further.
+    if !options.sandbox.allows(&accepted) {
+        let discard = MessageCommand::DiscardMessage {
+            rule: DiscardRule::NotWhitelisted,
+            at: now,
+        };
+        return record_one(store, &stream, &metadata, discard, Next::Remove).await;
+    }
     if template_disabled(store, accepted.template_id).await? {
         let discard = MessageCommand::DiscardMessage {
             rule: DiscardRule::TemplateDisabled,
             at: now,
         };
-        return append_outcome(
-            store,
-            &stream,
-            &metadata,
-            decide_all(vec![discard]),
-            Next::Remove,
-        )
-        .await;
+        return record_one(store, &stream, &metadata, discard, Next::Remove).await;
     }
     match options.night.action(accepted.shield_type, now) {
         Some(NightAction::Shield) => {
@@ -285,14 +282,7 @@ pub async fn process(
                 reason: "NIGHT_DISCARD".to_owned(),
                 at: now,
             };
-            return append_outcome(
-                store,
-                &stream,
-                &metadata,
-                decide_all(vec![shield]),
-                Next::Remove,
-            )
-            .await;
+            return record_one(store, &stream, &metadata, shield, Next::Remove).await;
         }
         Some(NightAction::Defer(until)) => {
             let defer = MessageCommand::DeferMessage {
@@ -300,14 +290,7 @@ pub async fn process(
                 reason: DeferReason::NightShield,
                 at: now,
             };
-            return append_outcome(
-                store,
-                &stream,
-                &metadata,
-                decide_all(vec![defer]),
-                Next::Reschedule(until),
-            )
-            .await;
+            return record_one(store, &stream, &metadata, defer, Next::Reschedule(until)).await;
         }
         None => {}
     }
@@ -317,14 +300,7 @@ pub async fn process(
             rule: DiscardRule::SensitiveWords,
             at: now,
         };
-        return append_outcome(
-            store,
-            &stream,
-            &metadata,
-            decide_all(vec![discard]),
-            Next::Remove,
-        )
-        .await;
+        return record_one(store, &stream, &metadata, discard, Next::Remove).await;
     }
     let limits = options.limits;
     if !limits.dedup_window.is_zero() {
@@ -340,14 +316,7 @@ pub async fn process(
                 window_secs: limits.dedup_window.as_secs(),
                 at: now,
             };
-            return append_outcome(
-                store,
-                &stream,
-                &metadata,
-                decide_all(vec![dedup]),
-                Next::Remove,
-            )
-            .await;
+            return record_one(store, &stream, &metadata, dedup, Next::Remove).await;
         }
     }
     // Counted once per message (the cache keeps who it counted), before the first attempt:
@@ -371,14 +340,7 @@ pub async fn process(
                     .unwrap_or(0),
                 at: now,
             };
-            return append_outcome(
-                store,
-                &stream,
-                &metadata,
-                decide_all(vec![capped]),
-                Next::Remove,
-            )
-            .await;
+            return record_one(store, &stream, &metadata, capped, Next::Remove).await;
         }
     }
     let used_up = |id: &str| used_up(&state, retry, id);
@@ -401,14 +363,7 @@ pub async fn process(
                 .as_ref()
                 .map_or_else(|| "ACCOUNTS_EXHAUSTED".to_owned(), |f| f.error_code.clone());
             let fail = MessageCommand::FailMessage { reason, at: now };
-            return append_outcome(
-                store,
-                &stream,
-                &metadata,
-                decide_all(vec![fail]),
-                Next::Remove,
-            )
-            .await;
+            return record_one(store, &stream, &metadata, fail, Next::Remove).await;
         }
         Choice::Wait {
             until,
@@ -430,14 +385,7 @@ pub async fn process(
                     at: now,
                 }
             };
-            return append_outcome(
-                store,
-                &stream,
-                &metadata,
-                decide_all(vec![wait]),
-                Next::Reschedule(until),
-            )
-            .await;
+            return record_one(store, &stream, &metadata, wait, Next::Reschedule(until)).await;
         }
     };
     let attempt = state.attempts + 1;
@@ -755,6 +703,18 @@ async fn template_disabled(store: &Store, template: TemplateId) -> Result<bool, 
             .map_err(|e| ProcessError::Decode(e.to_string()))?;
     }
     Ok(state.is_created() && !state.enabled)
+}
+
+/// Records the one event `command` decides on the message, and moves its queue row as `next`
+/// says, in one transaction.
+async fn record_one(
+    store: &Store,
+    stream: &str,
+    metadata: &EventMetadata,
+    command: MessageCommand,
+    next: Next,
+) -> Result<(), ProcessError> {
+    append_outcome(store, stream, metadata, decide_all(vec![command]), next).await
 }
 
 /// Appends the decided events with the loaded version and updates the queue row, in one commit;

@@ -35,14 +35,21 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Run the server (all roles in one process).
+    /// Run the server: every role in one process, or the roles named.
     Serve {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// What this process does, a comma list: `api` (the GraphQL API, callbacks and
+        /// clicks), `dispatch` (the workers that send), `projections` (the read views), or
+        /// `all`. Every role serves `/healthz` and `/readyz`.
+        #[arg(long, value_delimiter = ',', default_value = "all")]
+        role: Vec<Role>,
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Measure accept, dispatch, trace and replay rates; prints one JSON object.
+    Bench(crate::bench::BenchArgs),
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
@@ -95,6 +102,20 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
+/// A part of Herald a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    All,
+    Api,
+    Dispatch,
+    Projections,
+}
+
+/// Whether `roles` include `role`.
+pub fn runs(roles: &[Role], role: Role) -> bool {
+    roles.iter().any(|r| *r == role || *r == Role::All)
+}
+
 #[derive(Debug, Clone, Subcommand)]
 pub enum TenantCommand {
     /// Create a tenant.
@@ -134,6 +155,7 @@ impl Cli {
         }
         if let Command::Serve {
             listen: Some(listen),
+            ..
         } = &self.command
         {
             config.listen = *listen;
@@ -144,8 +166,12 @@ impl Cli {
 }
 
 pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Serve { .. } => {
+    match cli.command.clone() {
+        Command::Serve { role, .. } => {
+            let mut config = config;
+            if !runs(&role, Role::Dispatch) {
+                config.dispatch.enabled = false;
+            }
             let state = AppState::connect(&config).await?;
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
@@ -162,7 +188,12 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
                 sender,
                 shutdown.clone(),
             ));
-            let mut projections = crate::roles::start_projections(&state.store, &shutdown);
+            let mut projections = if runs(&role, Role::Projections) {
+                crate::roles::start_projections(&state.store, &shutdown)
+            } else {
+                tokio::task::JoinSet::new()
+            };
+            tracing::info!(roles = ?role, "roles");
             let served = server::run(listener, state, shutdown.clone()).await;
             // The server stops on `shutdown`; so do the workers, once their messages in
             // flight have their outcomes (their leases cover anything cut short).
@@ -179,6 +210,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
             }
             served
         }
+        Command::Bench(args) => crate::bench::run(args).await,
         Command::Migrate => {
             let store = open_store(&config).await?;
             println!(

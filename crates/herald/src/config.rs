@@ -20,6 +20,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub security: SecurityConfig,
     pub dispatch: DispatchConfig,
+    pub sandbox: SandboxConfig,
     /// Supplier accounts, `[[accounts]]` in the file. A credential written `env:NAME` is read
     /// from the environment variable NAME, so secrets stay out of the file.
     pub accounts: Vec<dispatch::accounts::AccountConfig>,
@@ -120,6 +121,19 @@ pub struct ApiConfig {
     pub max_items: usize,
 }
 
+/// `[sandbox]`: tenants (or the whole deployment) that send only to whitelisted receivers;
+/// their other messages end in `MessageDiscarded` with `NOT_WHITELISTED`. Reloads live.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Every tenant is in the sandbox (a staging deployment).
+    pub all_tenants: bool,
+    /// These tenants are.
+    pub tenants: Vec<String>,
+    /// Receivers that still get messages: phone numbers, addresses, openids, URLs.
+    pub whitelist: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
@@ -180,6 +194,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             security: SecurityConfig::default(),
             dispatch: DispatchConfig::default(),
+            sandbox: SandboxConfig::default(),
             accounts: Vec::new(),
         }
     }

@@ -10,7 +10,9 @@
 //! - [`roles`]: the dispatch role (queue feed and lane workers) and the projection role.
 //! - [`reconcile`]: `herald reconcile`, an account's day beside the supplier's bill.
 //! - [`cli`]: the command-line interface that `main` runs.
+//! - [`bench`]: `herald bench`, the project's own benchmark.
 
+pub mod bench;
 pub mod callbacks;
 pub mod cli;
 pub mod clicks;

@@ -109,6 +109,11 @@ pub fn dispatch_options(config: &Config) -> anyhow::Result<WorkerOptions> {
         sensitive_words,
         sensitive_action: d.sensitive_action,
         receipt_query_delay: Duration::from_millis(d.receipt_query_delay_ms),
+        sandbox: dispatch::policy::Sandbox {
+            all_tenants: config.sandbox.all_tenants,
+            tenants: config.sandbox.tenants.iter().cloned().collect(),
+            whitelist: config.sandbox.whitelist.clone(),
+        },
         ..WorkerOptions::default()
     })
 }

@@ -63,6 +63,21 @@ fn well_formed(body: &Value) -> bool {
         Some("text") => body["content"]["text"]
             .as_str()
             .is_some_and(|t| !t.is_empty()),
+        // Rich text: a title and paragraphs of text and link tags, in one language at least.
+        Some("post") => body["content"]["post"]["zh_cn"]["content"]
+            .as_array()
+            .is_some_and(|paragraphs| {
+                !paragraphs.is_empty()
+                    && paragraphs.iter().all(|p| {
+                        p.as_array().is_some_and(|tags| {
+                            tags.iter().all(|t| match t["tag"].as_str() {
+                                Some("text") => t["text"].is_string(),
+                                Some("a") => t["text"].is_string() && t["href"].is_string(),
+                                _ => false,
+                            })
+                        })
+                    })
+            }),
         Some("interactive") => {
             body["card"]["header"]["title"]["content"].is_string()
                 && body["card"]["elements"]
@@ -149,7 +164,11 @@ async fn start() -> (SocketAddr, Seen) {
 
 /// The supplier as the configuration builds it; `secret: None` for robots without 签名校验.
 fn supplier(secret: Option<&str>) -> Arc<dyn Supplier> {
-    let config = AccountConfig {
+    supplier_with(secret, &[])
+}
+
+fn supplier_with(secret: Option<&str>, settings: &[(&str, &str)]) -> Arc<dyn Supplier> {
+    let mut config = AccountConfig {
         id: "feishu".to_owned(),
         channel: Channel::FeishuRobot,
         supplier: "feishu_robot".to_owned(),
@@ -163,6 +182,11 @@ fn supplier(secret: Option<&str>) -> Arc<dyn Supplier> {
         rate_limit_per_sec: None,
         rate_limit_burst: None,
     };
+    for (name, value) in settings {
+        config
+            .settings
+            .insert((*name).to_owned(), (*value).to_owned());
+    }
     let accounts = Accounts::from_config(&[config], &Tokens::in_process()).unwrap();
     let supplier = Arc::clone(&accounts.find("feishu").unwrap().supplier);
     assert_eq!(supplier.name(), "feishu_robot");
@@ -286,6 +310,53 @@ async fn markdown_and_cards_are_sent_as_interactive_cards() {
         })
     );
     assert_eq!(cards[2]["elements"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn markdown_goes_as_a_post_when_the_account_asks() {
+    let (address, seen) = start().await;
+    let supplier = supplier_with(Some(SECRET), &[("markdown", "post")]);
+    let markdown = TemplateContent::Markdown {
+        title: "Release 1.4".to_owned(),
+        body: "3 services updated\nNotes: [changelog](https://example.com/1.4) and [x] done"
+            .to_owned(),
+    };
+    let sent = send(supplier.as_ref(), &hook(address, "signed"), &markdown).await;
+    assert!(sent.is_ok(), "{sent:?}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].1["content"],
+        json!({"post": {"zh_cn": {"title": "Release 1.4", "content": [
+            [{"tag": "text", "text": "3 services updated"}],
+            [
+                {"tag": "text", "text": "Notes: "},
+                {"tag": "a", "text": "changelog", "href": "https://example.com/1.4"},
+                {"tag": "text", "text": " and [x] done"},
+            ],
+        ]}}})
+    );
+    assert!(signed(&seen[0].1));
+
+    let mut bad = AccountConfig {
+        id: "feishu".to_owned(),
+        channel: Channel::FeishuRobot,
+        supplier: "feishu_robot".to_owned(),
+        base_url: None,
+        weight: 1,
+        settings: BTreeMap::from([("markdown".to_owned(), "html".to_owned())]),
+        credentials: BTreeMap::new(),
+        timeout_secs: 2,
+        rate_limit_per_sec: None,
+        rate_limit_burst: None,
+    };
+    let refused = Accounts::from_config(std::slice::from_ref(&bad), &Tokens::in_process());
+    let Err(error) = refused else {
+        panic!("settings.markdown = \"html\" was taken");
+    };
+    assert!(error.to_string().contains("settings.markdown"), "{error}");
+    bad.settings.clear();
+    assert!(Accounts::from_config(&[bad], &Tokens::in_process()).is_ok());
 }
 
 #[tokio::test]

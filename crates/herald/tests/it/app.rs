@@ -223,3 +223,20 @@ macro_rules! both_backends {
     };
 }
 pub(crate) use both_backends;
+
+/// Serves `router` on a free loopback port, as a fake supplier; its base URL (`http://ip:port`).
+pub async fn serve_fake(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    url
+}
+
+/// The `[[accounts]]` entries of a configuration snippet.
+pub fn accounts_from_toml(toml: &str) -> Vec<dispatch::accounts::AccountConfig> {
+    #[derive(serde::Deserialize)]
+    struct Accounts {
+        accounts: Vec<dispatch::accounts::AccountConfig>,
+    }
+    toml::from_str::<Accounts>(toml).unwrap().accounts
+}

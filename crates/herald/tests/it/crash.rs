@@ -11,7 +11,7 @@ use axum::routing::post;
 use serde_json::json;
 use store::{EventStore, LogFilter};
 
-use crate::app::Client;
+use crate::app::{Client, serve_fake};
 use crate::deployment::Deployment;
 use crate::support::serve;
 
@@ -33,9 +33,7 @@ async fn a_killed_dispatcher_leaves_every_message_with_one_outcome() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let hook = format!("{}/hook", serve_fake(app).await);
 
     let deployment = Deployment::new(
         "[dispatch]\nconcurrency = 64\nlease_secs = 3\ndedup_window_secs = 0\nfrequency_cap = 0\n\n\

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use store::EventStore;
 
-use crate::app::{TestApp, spawn};
+use crate::app::{TestApp, accounts_from_toml, serve_fake, spawn};
 use crate::dispatch::{send, template, wait_for};
 
 const APP_KEY: &str = "dingheraldkey";
@@ -131,9 +131,7 @@ async fn fake() -> (String, Shared) {
         .route("/topapi/message/corpconversation/{call}", post(topapi))
         .route("/robot/send", post(robot))
         .with_state(Arc::clone(&fake));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = serve_fake(app).await;
     (url, fake)
 }
 
@@ -155,13 +153,9 @@ async fn app(backend: &str, base: &str) -> TestApp {
         credentials = {{ secret = "{ROBOT_SECRET}" }}
         "#
     );
-    #[derive(serde::Deserialize)]
-    struct Accounts {
-        accounts: Vec<dispatch::accounts::AccountConfig>,
-    }
-    let accounts: Accounts = toml::from_str(&accounts).unwrap();
+    let accounts = accounts_from_toml(&accounts);
     spawn(backend, move |c| {
-        c.accounts = accounts.accounts;
+        c.accounts = accounts;
         c.dispatch.dedup_window_secs = 0;
         c.dispatch.frequency_cap = 0;
         c.dispatch.receipt_query_delay_ms = 100;

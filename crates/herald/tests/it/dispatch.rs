@@ -11,7 +11,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use store::EventStore;
 
-use crate::app::{TestApp, spawn, webhook_account};
+use crate::app::{TestApp, serve_fake, spawn, webhook_account};
 
 pub(crate) const SECRET: &str = "hook-secret";
 
@@ -50,10 +50,7 @@ pub(crate) async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     let app = axum::Router::new()
         .route("/hook/{mode}", post(hook))
         .with_state(Arc::clone(&calls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{address}/hook"), calls)
+    (format!("{}/hook", serve_fake(app).await), calls)
 }
 
 async fn app_with_webhook(backend: &str) -> TestApp {

@@ -13,7 +13,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use store::EventStore;
 
-use crate::app::{TestApp, spawn, webhook_account};
+use crate::app::{TestApp, serve_fake, spawn, webhook_account};
 use crate::dispatch::{send, wait_for};
 
 /// A receiving system that tells the two accounts apart by their signing secrets, counts the
@@ -61,10 +61,7 @@ async fn receiver() -> (String, Arc<Receiver>) {
     let app = axum::Router::new()
         .route("/hook", post(hook))
         .with_state(Arc::clone(&state));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{address}/hook"), state)
+    (format!("{}/hook", serve_fake(app).await), state)
 }
 
 /// The account that dispatched the message, and the accounts of its failed attempts.

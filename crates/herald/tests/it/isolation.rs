@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use store::EventStore;
 
-use crate::app::{TestApp, spawn, webhook_account};
+use crate::app::{TestApp, serve_fake, spawn, webhook_account};
 
 async fn approved(app: &TestApp, msg_type: &str) -> (String, String) {
     let author = app.key("acme", "admin").await;
@@ -42,9 +42,7 @@ async fn a_marketing_flood_never_delays_notices() {
             }),
         )
         .route("/fast", post(|| async { StatusCode::OK }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = serve_fake(app).await;
 
     let herald = spawn("postgres", |c| {
         c.dispatch.dedup_window_secs = 0;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod app;
+mod bench;
 mod cli;
 mod crash;
 mod deployment;
@@ -15,6 +16,7 @@ mod limits;
 mod readme;
 mod reconcile;
 mod reload;
+mod sandbox;
 mod serve;
 mod sigterm;
 mod sms;

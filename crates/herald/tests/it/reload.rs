@@ -13,7 +13,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use store::EventStore;
 
-use crate::app::{Client, TestApp, spawn, webhook_account};
+use crate::app::{Client, TestApp, serve_fake, spawn, webhook_account};
 use crate::deployment::Deployment;
 use crate::dispatch::{send, wait_for};
 use crate::support::serve;
@@ -48,10 +48,7 @@ async fn receiver(delay_ms: u64) -> (String, Arc<Receiver>) {
     let app = axum::Router::new()
         .route("/hook", post(hook))
         .with_state(Arc::clone(&state));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{address}/hook"), state)
+    (format!("{}/hook", serve_fake(app).await), state)
 }
 
 fn template_input() -> Value {

@@ -10,7 +10,7 @@ use axum::routing::post;
 use serde_json::json;
 use store::{EventStore, LogFilter};
 
-use crate::app::Client;
+use crate::app::{Client, serve_fake};
 use crate::deployment::Deployment;
 use crate::support::serve;
 
@@ -52,9 +52,7 @@ async fn sigterm_finishes_what_is_in_flight_and_loses_nothing() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, supplier).await.unwrap() });
+    let hook = format!("{}/hook", serve_fake(supplier).await);
 
     let deployment = Deployment::new(
         "[dispatch]\nconcurrency = 8\nlease_secs = 120\ndedup_window_secs = 0\nfrequency_cap = 0\n\n\

@@ -15,7 +15,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use store::EventStore;
 
-use crate::app::{TestApp, spawn};
+use crate::app::{TestApp, accounts_from_toml, serve_fake, spawn};
 use crate::dispatch::wait_for;
 
 const TENCENT_ID: &str = "AKIDtest";
@@ -192,9 +192,7 @@ async fn fakes() -> (String, String, Arc<Sms>) {
             .route("/", post(aliyun))
             .with_state(Arc::clone(&sms)),
     ] {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        urls.push(format!("http://{}", listener.local_addr().unwrap()));
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        urls.push(serve_fake(router).await);
     }
     (urls[0].clone(), urls[1].clone(), sms)
 }
@@ -219,13 +217,9 @@ async fn app(backend: &str, tencent_url: &str, aliyun_url: &str) -> TestApp {
         credentials = {{ access_key_id = "{ALIYUN_ID}", access_key_secret = "{ALIYUN_SECRET}" }}
         "#
     );
-    #[derive(serde::Deserialize)]
-    struct Accounts {
-        accounts: Vec<dispatch::accounts::AccountConfig>,
-    }
-    let accounts: Accounts = toml::from_str(&accounts).unwrap();
+    let accounts = accounts_from_toml(&accounts);
     spawn(backend, move |c| {
-        c.accounts = accounts.accounts;
+        c.accounts = accounts;
         c.dispatch.retry_attempts = 2;
         c.dispatch.retry_base_ms = 20;
         c.dispatch.dedup_window_secs = 0;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use store::EventStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::app::{TestApp, spawn};
+use crate::app::{TestApp, accounts_from_toml, serve_fake, spawn};
 use crate::dispatch::{send, wait_for};
 
 const APP_ID: &str = "wx1234567890abcdef";
@@ -69,9 +69,7 @@ async fn fake() -> (String, Arc<Wechat>) {
         .route("/cgi-bin/stable_token", post(stable_token))
         .route("/cgi-bin/message/template/send", post(template_send))
         .with_state(Arc::clone(&wechat));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let url = serve_fake(router).await;
     (url, wechat)
 }
 
@@ -87,13 +85,9 @@ async fn app(backend: &str, base_url: &str) -> TestApp {
         credentials = {{ app_secret = "{APP_SECRET}", callback_token = "{CALLBACK_TOKEN}" }}
         "#
     );
-    #[derive(serde::Deserialize)]
-    struct Accounts {
-        accounts: Vec<dispatch::accounts::AccountConfig>,
-    }
-    let accounts: Accounts = toml::from_str(&accounts).unwrap();
+    let accounts = accounts_from_toml(&accounts);
     spawn(backend, move |c| {
-        c.accounts = accounts.accounts;
+        c.accounts = accounts;
         c.dispatch.dedup_window_secs = 0;
         c.dispatch.frequency_cap = 0;
     })

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use store::EventStore;
 
-use crate::app::{TestApp, spawn};
+use crate::app::{TestApp, accounts_from_toml, serve_fake, spawn};
 use crate::dispatch::{send, wait_for};
 
 const CORP_ID: &str = "ww7a3f0c5e2b1d4f60";
@@ -104,9 +104,7 @@ async fn fake() -> (String, Arc<Wecom>) {
         .route("/cgi-bin/message/recall", post(message_recall))
         .route("/cgi-bin/webhook/send", post(robot))
         .with_state(Arc::clone(&wecom));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let url = serve_fake(router).await;
     (url, wecom)
 }
 
@@ -128,13 +126,9 @@ async fn app(backend: &str, base_url: &str) -> TestApp {
         timeout_secs = 5
         "#
     );
-    #[derive(serde::Deserialize)]
-    struct Accounts {
-        accounts: Vec<dispatch::accounts::AccountConfig>,
-    }
-    let accounts: Accounts = toml::from_str(&accounts).unwrap();
+    let accounts = accounts_from_toml(&accounts);
     spawn(backend, move |c| {
-        c.accounts = accounts.accounts;
+        c.accounts = accounts;
         c.dispatch.dedup_window_secs = 0;
         c.dispatch.frequency_cap = 0;
     })
