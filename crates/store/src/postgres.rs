@@ -238,12 +238,17 @@ impl EventStore for PgStore {
         limit: usize,
     ) -> Result<LogBatch> {
         // One round trip: the horizon (the oldest running transaction) and the events below it.
+        // Whether committed events wait beyond the horizon is the newest visible event's
+        // transaction, one probe at the end of the log-order index: an `EXISTS (… WHERE
+        // transaction_id >= xmin)` was planned as a scan of the whole log (the planner cannot
+        // know that almost no row passes), which made every read cost O(log size).
         // A LEFT JOIN keeps the horizon row when no event matches, so an idle filtered reader
         // still moves past what it has scanned.
         let sql = format!(
             "WITH x AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
-                  h AS MATERIALIZED (SELECT x.xmin, EXISTS (SELECT 1 FROM events b \
-                                     WHERE b.transaction_id >= x.xmin) AS blocked FROM x) \
+                  h AS MATERIALIZED (SELECT x.xmin, coalesce((SELECT b.transaction_id \
+                                     FROM events b ORDER BY b.transaction_id DESC LIMIT 1) \
+                                     >= x.xmin, false) AS blocked FROM x) \
              SELECT h.xmin::text::int8 AS horizon, h.blocked, e.* FROM h LEFT JOIN LATERAL ( \
                SELECT {EVENT_COLUMNS} FROM events \
                WHERE (transaction_id, global_position) > ($1::int8::text::xid8, $2) \

@@ -35,6 +35,12 @@ struct Inner {
     doorbell: Doorbell,
 }
 
+/// Every write transaction takes the write lock when it begins. A deferred transaction that read
+/// first would fail at once with `SQLITE_BUSY_SNAPSHOT` (busy timeouts do not apply) when
+/// another process wrote meanwhile, as `herald replay` does next to a running server; an
+/// immediate one waits for the lock instead.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
 const EVENT_COLUMNS: &str = "global_position, stream_id, stream_position, event_id, event_type, \
      schema_version, data, metadata, recorded_at";
 
@@ -121,7 +127,7 @@ impl SqliteStore {
 impl EventStore for SqliteStore {
     async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<u64>> {
         append::validate(appends)?;
-        let mut tx = self.inner.writer.begin().await?;
+        let mut tx = self.inner.writer.begin_with(BEGIN_WRITE).await?;
         match append_on(&mut tx, appends).await {
             Ok(versions) => {
                 tx.commit().await?;
@@ -145,7 +151,7 @@ impl EventStore for SqliteStore {
 
     async fn begin(&self) -> Result<StoreTx> {
         Ok(StoreTx {
-            inner: TxInner::Sqlite(self.inner.writer.begin().await?),
+            inner: TxInner::Sqlite(self.inner.writer.begin_with(BEGIN_WRITE).await?),
             doorbell: self.inner.doorbell.clone(),
             appended: false,
         })
@@ -322,7 +328,7 @@ impl EventStore for SqliteStore {
     ) -> Result<Heartbeat> {
         let now = now_ms();
         let until = now + to_i64(ttl.as_millis() as u64);
-        let mut tx = self.inner.writer.begin().await?;
+        let mut tx = self.inner.writer.begin_with(BEGIN_WRITE).await?;
         sqlx::query(
             "INSERT INTO subscription_members (subscription, member, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (subscription, member) DO UPDATE SET expires_at = excluded.expires_at",
@@ -415,7 +421,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn leave_group(&self, group: &str, member: &str) -> Result<()> {
-        let mut tx = self.inner.writer.begin().await?;
+        let mut tx = self.inner.writer.begin_with(BEGIN_WRITE).await?;
         sqlx::query(
             "UPDATE subscription_leases SET owner = NULL, expires_at = NULL \
              WHERE subscription = $1 AND owner = $2",
