@@ -8,6 +8,7 @@
 //! - [`reconciliation`]: what each account dispatched on a day, to set beside the supplier's bill.
 //! - [`inbox`]: the in-app inbox, per tenant and receiver.
 //! - [`lag`]: how far a projection has caught up with the log.
+//! - [`replay`]: rebuilding a projection into shadow tables and swapping them in.
 //!
 //! [`Projection`] lists them all, for the server that runs them and for `herald replay`, which
 //! rebuilds one into shadow copies of its tables ([`Target::Shadow`]) and swaps them in.
@@ -15,6 +16,7 @@
 pub mod inbox;
 pub mod lag;
 pub mod reconciliation;
+pub mod replay;
 pub mod stats;
 pub mod trace;
 

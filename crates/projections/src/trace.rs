@@ -7,9 +7,12 @@
 //! (`domain::message_state`): a receipt moves only a message that was handed over, and a
 //! dispatch recorded after an early receipt takes the receipt's outcome.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use domain::{MessageEvent, ReceiptOutcome};
-use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, on_read, on_tx};
+use serde_json::json;
+use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, TxConn, on_read};
 
 use crate::Target;
 
@@ -50,15 +53,6 @@ impl Trace {
     }
 }
 
-impl store::Handler for Trace {
-    async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
-        for recorded in events {
-            self.apply(tx, recorded).await?;
-        }
-        Ok(())
-    }
-}
-
 /// The timeline kind of an event, as the API names it.
 pub fn kind(event: &MessageEvent) -> &'static str {
     use MessageEvent as E;
@@ -83,134 +77,361 @@ pub fn kind(event: &MessageEvent) -> &'static str {
     }
 }
 
-impl Trace {
-    /// Applies one event of a message stream to the read tables.
-    async fn apply(&self, tx: &mut StoreTx, recorded: &RecordedEvent) -> Result<(), HandlerError> {
-        let (trace, timeline) = (&self.trace, &self.timeline);
-        let Some(message_id) = recorded.stream_id.strip_prefix("message-") else {
+impl store::Handler for Trace {
+    /// A batch costs three statements whatever its size: its timeline rows in one insert, the
+    /// trace rows it touches read in one select, then folded here and written back in one
+    /// upsert. A replay applies batches of thousands of events, so round trips decide its speed.
+    async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        let mut steps = Vec::with_capacity(events.len());
+        for recorded in events {
+            let Some(message_id) = recorded.stream_id.strip_prefix("message-") else {
+                continue;
+            };
+            let data = recorded.data_json()?;
+            let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
+            steps.push(Step {
+                message_id,
+                seq: i64::try_from(recorded.stream_position)?,
+                at: event.at().timestamp_millis(),
+                detail: &recorded.data,
+                event,
+            });
+        }
+        if steps.is_empty() {
             return Ok(());
-        };
-        let data = recorded.data_json()?;
-        let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
-        let at = event.at().timestamp_millis();
-        let seq = i64::try_from(recorded.stream_position)?;
-        let kind = kind(&event);
-        on_tx!(tx, |conn| {
-            sqlx::query(&format!(
-        "INSERT INTO {timeline} (message_id, seq, kind, at, detail) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (message_id, seq) DO NOTHING"
-    ))
-    .bind(message_id)
-    .bind(seq)
-    .bind(kind)
-    .bind(at)
-    .bind(&recorded.data)
-    .execute(conn)
-    .await
-    .map(|r| r.rows_affected())
-        })?;
+        }
+        self.insert_timeline(tx, &steps).await?;
+        let mut ids: Vec<&str> = steps.iter().map(|s| s.message_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut rows = self.load(tx, &ids).await?;
+        let mut changed: Vec<&str> = Vec::new();
+        for step in &steps {
+            if fold(&mut rows, step) {
+                changed.push(step.message_id);
+            }
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        let changed: Vec<&TraceRow> = changed.iter().filter_map(|id| rows.get(*id)).collect();
+        self.upsert(tx, &changed).await
+    }
+}
 
-        use MessageEvent as E;
-        let status = |status: &'static str| (Some(status), None::<&str>);
-        // (the status it moves to, and the SQL of any other column it sets)
-        let (set_status, other): (Option<&str>, Option<&str>) = match &event {
-            E::MessageAccepted(e) => {
-                on_tx!(tx, |conn| {
-                    sqlx::query(&format!(
-                "INSERT INTO {trace} (message_id, tenant_id, request_id, receiver, template_id, \
-                 channel, msg_type, status, account, accepted_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'ACCEPTED', $8, $9, $9) \
-                 ON CONFLICT (message_id) DO NOTHING"
-            ))
-            .bind(message_id)
-            .bind(e.tenant.as_str())
-            .bind(e.request_id.to_string())
-            .bind(e.receiver.value())
-            .bind(e.template_id.to_string())
-            .bind(e.channel.as_str())
-            .bind(e.msg_type.as_str())
-            .bind((!e.account.is_empty()).then_some(e.account.as_str()))
-            .bind(at)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected())
-                })?;
-                return Ok(());
-            }
-            E::MessageDeduplicated(_) => status("DEDUPLICATED"),
-            E::MessageShielded(_) => status("SHIELDED"),
-            E::MessageDiscarded(_) => status("DISCARDED"),
-            E::MessageFailed(_) => status("FAILED"),
-            E::MessageRecalled(_) => status("RECALLED"),
-            E::MessageDeferred(_) => status("DEFERRED"),
-            E::MessageDispatched(e) => {
-                on_tx!(tx, |conn| sqlx::query(&format!(
-                    "UPDATE {trace} SET status = COALESCE(last_receipt, 'DISPATCHED'), \
-                 account = $2, supplier = $3, supplier_message_id = $4, attempts = attempts + 1, \
-                 updated_at = $5 WHERE message_id = $1"
-                ))
-                .bind(message_id)
-                .bind(&e.account)
-                .bind(&e.supplier)
-                .bind(e.supplier_message_id.as_deref())
-                .bind(at)
-                .execute(conn)
-                .await
-                .map(|r| r.rows_affected()))?;
-                return Ok(());
-            }
-            E::DispatchFailed(e) => {
-                on_tx!(tx, |conn| sqlx::query(&format!(
-                    "UPDATE {trace} SET account = $2, supplier = $3, attempts = attempts + 1, \
-                 updated_at = $4 WHERE message_id = $1"
-                ))
-                .bind(message_id)
-                .bind(&e.account)
-                .bind(&e.supplier)
-                .bind(at)
-                .execute(conn)
-                .await
-                .map(|r| r.rows_affected()))?;
-                return Ok(());
-            }
-            E::ReceiptReceived(e) => {
-                let outcome = e.outcome.as_str();
-                on_tx!(tx, |conn| {
-                    sqlx::query(&format!(
-                "UPDATE {trace} SET last_receipt = $2, \
-                 status = CASE WHEN status IN ('DISPATCHED', 'DELIVERED', 'UNDELIVERED') THEN $2 ELSE status END, \
-                 updated_at = $3 WHERE message_id = $1"
-            ))
-            .bind(message_id)
-            .bind(outcome)
-            .bind(at)
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected())
-                })?;
-                return Ok(());
-            }
-            E::MessageClicked(_) => (None, Some("clicks = clicks + 1,")),
-            E::MessageRateLimited(_) | E::RecallRequested(_) | E::RecallFailed(_) => (None, None),
-        };
-        let sql = format!(
-            "UPDATE {trace} SET {} {} updated_at = $2 WHERE message_id = $1",
-            if set_status.is_some() {
-                "status = $3,"
-            } else {
-                ""
+/// One event of a message, decoded.
+struct Step<'a> {
+    message_id: &'a str,
+    /// The event's position in the message's stream.
+    seq: i64,
+    at: i64,
+    /// The event's data, as JSON.
+    detail: &'a str,
+    event: MessageEvent,
+}
+
+/// A row of `message_trace`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TraceRow {
+    message_id: String,
+    tenant_id: String,
+    request_id: String,
+    receiver: String,
+    template_id: String,
+    channel: String,
+    msg_type: String,
+    status: String,
+    last_receipt: Option<String>,
+    account: Option<String>,
+    supplier: Option<String>,
+    supplier_message_id: Option<String>,
+    attempts: i64,
+    clicks: i64,
+    accepted_at: i64,
+    updated_at: i64,
+}
+
+const ROW_COLUMNS: &str = "message_id, tenant_id, request_id, receiver, template_id, channel, \
+     msg_type, status, last_receipt, account, supplier, supplier_message_id, attempts, clicks, \
+     accepted_at, updated_at";
+
+/// What an upsert changes in a row that exists: everything an event can move.
+const ROW_UPDATE: &str = "status = excluded.status, last_receipt = excluded.last_receipt, \
+     account = excluded.account, supplier = excluded.supplier, \
+     supplier_message_id = excluded.supplier_message_id, attempts = excluded.attempts, \
+     clicks = excluded.clicks, updated_at = excluded.updated_at";
+
+/// Applies one event to the rows of its batch; whether its row changed. The rules follow the
+/// domain's (`domain::message_state`): a message is created by its acceptance (a second one
+/// changes nothing), a receipt moves only a message that was handed over, and a dispatch
+/// recorded after an early receipt takes the receipt's outcome.
+fn fold(rows: &mut HashMap<String, TraceRow>, step: &Step<'_>) -> bool {
+    use MessageEvent as E;
+    if let E::MessageAccepted(e) = &step.event {
+        if rows.contains_key(step.message_id) {
+            return false;
+        }
+        rows.insert(
+            step.message_id.to_owned(),
+            TraceRow {
+                message_id: step.message_id.to_owned(),
+                tenant_id: e.tenant.as_str().to_owned(),
+                request_id: e.request_id.to_string(),
+                receiver: e.receiver.value().to_owned(),
+                template_id: e.template_id.to_string(),
+                channel: e.channel.as_str().to_owned(),
+                msg_type: e.msg_type.as_str().to_owned(),
+                status: "ACCEPTED".to_owned(),
+                last_receipt: None,
+                account: (!e.account.is_empty()).then(|| e.account.clone()),
+                supplier: None,
+                supplier_message_id: None,
+                attempts: 0,
+                clicks: 0,
+                accepted_at: step.at,
+                updated_at: step.at,
             },
-            other.unwrap_or(""),
         );
-        on_tx!(tx, |conn| {
-            let mut query = sqlx::query(&sql).bind(message_id).bind(at);
-            if let Some(status) = set_status {
-                query = query.bind(status);
+        return true;
+    }
+    // Events of a message never accepted have no row to move.
+    let Some(row) = rows.get_mut(step.message_id) else {
+        return false;
+    };
+    let status = |row: &mut TraceRow, status: &str| row.status = status.to_owned();
+    match &step.event {
+        E::MessageAccepted(_) => {}
+        E::MessageDeduplicated(_) => status(row, "DEDUPLICATED"),
+        E::MessageShielded(_) => status(row, "SHIELDED"),
+        E::MessageDiscarded(_) => status(row, "DISCARDED"),
+        E::MessageFailed(_) => status(row, "FAILED"),
+        E::MessageRecalled(_) => status(row, "RECALLED"),
+        E::MessageDeferred(_) => status(row, "DEFERRED"),
+        E::MessageDispatched(e) => {
+            row.status = row
+                .last_receipt
+                .clone()
+                .unwrap_or_else(|| "DISPATCHED".to_owned());
+            row.account = Some(e.account.clone());
+            row.supplier = Some(e.supplier.clone());
+            row.supplier_message_id = e.supplier_message_id.clone();
+            row.attempts += 1;
+        }
+        E::DispatchFailed(e) => {
+            row.account = Some(e.account.clone());
+            row.supplier = Some(e.supplier.clone());
+            row.attempts += 1;
+        }
+        E::ReceiptReceived(e) => {
+            let outcome = e.outcome.as_str();
+            row.last_receipt = Some(outcome.to_owned());
+            if matches!(
+                row.status.as_str(),
+                "DISPATCHED" | "DELIVERED" | "UNDELIVERED"
+            ) {
+                status(row, outcome);
             }
-            query.execute(conn).await.map(|r| r.rows_affected())
-        })?;
+        }
+        E::MessageClicked(_) => row.clicks += 1,
+        E::MessageRateLimited(_) | E::RecallRequested(_) | E::RecallFailed(_) => {}
+    }
+    row.updated_at = step.at;
+    true
+}
+
+impl Trace {
+    /// The batch's timeline rows, in one statement; an event applied before changes nothing.
+    async fn insert_timeline(
+        &self,
+        tx: &mut StoreTx,
+        steps: &[Step<'_>],
+    ) -> Result<(), HandlerError> {
+        let timeline = &self.timeline;
+        match tx.conn() {
+            TxConn::Postgres(conn) => {
+                let mut ids = Vec::with_capacity(steps.len());
+                let mut seqs = Vec::with_capacity(steps.len());
+                let mut kinds = Vec::with_capacity(steps.len());
+                let mut ats = Vec::with_capacity(steps.len());
+                let mut details = Vec::with_capacity(steps.len());
+                for step in steps {
+                    ids.push(step.message_id);
+                    seqs.push(step.seq);
+                    kinds.push(kind(&step.event));
+                    ats.push(step.at);
+                    details.push(step.detail);
+                }
+                sqlx::query(&format!(
+                    "INSERT INTO {timeline} (message_id, seq, kind, at, detail) \
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[]) \
+                     ON CONFLICT (message_id, seq) DO NOTHING"
+                ))
+                .bind(ids)
+                .bind(seqs)
+                .bind(kinds)
+                .bind(ats)
+                .bind(details)
+                .execute(conn)
+                .await?;
+            }
+            TxConn::Sqlite(conn) => {
+                let rows: Vec<serde_json::Value> = steps
+                    .iter()
+                    .map(|s| json!([s.message_id, s.seq, kind(&s.event), s.at, s.detail]))
+                    .collect();
+                sqlx::query(&format!(
+                    "INSERT INTO {timeline} (message_id, seq, kind, at, detail) \
+                     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
+                     FROM json_each($1) WHERE true ON CONFLICT (message_id, seq) DO NOTHING"
+                ))
+                .bind(serde_json::Value::Array(rows).to_string())
+                .execute(conn)
+                .await?;
+            }
+        }
         Ok(())
     }
+
+    /// The trace rows of `ids` that exist, in one statement.
+    async fn load(
+        &self,
+        tx: &mut StoreTx,
+        ids: &[&str],
+    ) -> Result<HashMap<String, TraceRow>, HandlerError> {
+        let trace = &self.trace;
+        let rows = match tx.conn() {
+            TxConn::Postgres(conn) => {
+                let rows = sqlx::query(&format!(
+                    "SELECT {ROW_COLUMNS} FROM {trace} WHERE message_id = ANY($1)"
+                ))
+                .bind(ids)
+                .fetch_all(conn)
+                .await?;
+                rows.iter().map(trace_row).collect::<Result<Vec<_>, _>>()?
+            }
+            TxConn::Sqlite(conn) => {
+                let rows = sqlx::query(&format!(
+                    "SELECT {ROW_COLUMNS} FROM {trace} \
+                     WHERE message_id IN (SELECT value FROM json_each($1))"
+                ))
+                .bind(serde_json::to_string(ids)?)
+                .fetch_all(conn)
+                .await?;
+                rows.iter().map(trace_row).collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.message_id.clone(), row))
+            .collect())
+    }
+
+    /// Writes `rows` back, new or changed, in one statement.
+    async fn upsert(&self, tx: &mut StoreTx, rows: &[&TraceRow]) -> Result<(), HandlerError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let trace = &self.trace;
+        match tx.conn() {
+            TxConn::Postgres(conn) => {
+                let texts =
+                    |f: fn(&TraceRow) -> &str| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+                let options = |f: fn(&TraceRow) -> Option<&str>| {
+                    rows.iter().map(|r| f(r)).collect::<Vec<_>>()
+                };
+                let numbers =
+                    |f: fn(&TraceRow) -> i64| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+                sqlx::query(&format!(
+                    "INSERT INTO {trace} ({ROW_COLUMNS}) SELECT * FROM unnest(\
+                     $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+                     $13::int8[], $14::int8[], $15::int8[], $16::int8[]) \
+                     ON CONFLICT (message_id) DO UPDATE SET {ROW_UPDATE}"
+                ))
+                .bind(texts(|r| &r.message_id))
+                .bind(texts(|r| &r.tenant_id))
+                .bind(texts(|r| &r.request_id))
+                .bind(texts(|r| &r.receiver))
+                .bind(texts(|r| &r.template_id))
+                .bind(texts(|r| &r.channel))
+                .bind(texts(|r| &r.msg_type))
+                .bind(texts(|r| &r.status))
+                .bind(options(|r| r.last_receipt.as_deref()))
+                .bind(options(|r| r.account.as_deref()))
+                .bind(options(|r| r.supplier.as_deref()))
+                .bind(options(|r| r.supplier_message_id.as_deref()))
+                .bind(numbers(|r| r.attempts))
+                .bind(numbers(|r| r.clicks))
+                .bind(numbers(|r| r.accepted_at))
+                .bind(numbers(|r| r.updated_at))
+                .execute(conn)
+                .await?;
+            }
+            TxConn::Sqlite(conn) => {
+                let rows: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|r| {
+                        json!([
+                            r.message_id,
+                            r.tenant_id,
+                            r.request_id,
+                            r.receiver,
+                            r.template_id,
+                            r.channel,
+                            r.msg_type,
+                            r.status,
+                            r.last_receipt,
+                            r.account,
+                            r.supplier,
+                            r.supplier_message_id,
+                            r.attempts,
+                            r.clicks,
+                            r.accepted_at,
+                            r.updated_at
+                        ])
+                    })
+                    .collect();
+                let values = (0..16)
+                    .map(|i| format!("value ->> {i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                sqlx::query(&format!(
+                    "INSERT INTO {trace} ({ROW_COLUMNS}) SELECT {values} FROM json_each($1) \
+                     WHERE true ON CONFLICT (message_id) DO UPDATE SET {ROW_UPDATE}"
+                ))
+                .bind(serde_json::Value::Array(rows).to_string())
+                .execute(conn)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn trace_row<R: sqlx::Row>(row: &R) -> Result<TraceRow, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(TraceRow {
+        message_id: row.try_get(0)?,
+        tenant_id: row.try_get(1)?,
+        request_id: row.try_get(2)?,
+        receiver: row.try_get(3)?,
+        template_id: row.try_get(4)?,
+        channel: row.try_get(5)?,
+        msg_type: row.try_get(6)?,
+        status: row.try_get(7)?,
+        last_receipt: row.try_get(8)?,
+        account: row.try_get(9)?,
+        supplier: row.try_get(10)?,
+        supplier_message_id: row.try_get(11)?,
+        attempts: row.try_get(12)?,
+        clicks: row.try_get(13)?,
+        accepted_at: row.try_get(14)?,
+        updated_at: row.try_get(15)?,
+    })
 }
 
 /// One message as the trace shows it.
@@ -294,25 +515,47 @@ pub async fn message(
     tenant: &str,
     message_id: &str,
 ) -> Result<Option<(MessageView, Vec<TimelineEntry>)>, sqlx::Error> {
+    find(store, Some(tenant), message_id).await
+}
+
+/// A message of any tenant, with its timeline: for an operator reading the store directly
+/// (`herald trace`), never for a caller of the API.
+pub async fn message_of_any_tenant(
+    store: &Store,
+    message_id: &str,
+) -> Result<Option<(MessageView, Vec<TimelineEntry>)>, sqlx::Error> {
+    find(store, None, message_id).await
+}
+
+async fn find(
+    store: &Store,
+    tenant: Option<&str>,
+    message_id: &str,
+) -> Result<Option<(MessageView, Vec<TimelineEntry>)>, sqlx::Error> {
     // One statement, so the row and its timeline come from one snapshot of the projection.
     let sql = format!(
         "SELECT {}, l.kind, l.at, l.detail FROM message_trace t \
          LEFT JOIN message_timeline l ON l.message_id = t.message_id \
-         WHERE t.message_id = $1 AND t.tenant_id = $2 ORDER BY l.seq",
+         WHERE t.message_id = $1 {} ORDER BY l.seq",
         COLUMNS
             .split(", ")
             .map(|c| format!("t.{c}"))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        if tenant.is_some() {
+            "AND t.tenant_id = $2"
+        } else {
+            ""
+        }
     );
     type Step = (Option<String>, Option<i64>, Option<String>);
     let rows: Vec<(Row, Step)> = on_read!(store, |pool| {
         use sqlx::Row as _;
-        let rows = sqlx::query(&sql)
-            .bind(message_id)
-            .bind(tenant)
-            .fetch_all(pool)
-            .await?;
+        let mut query = sqlx::query(&sql).bind(message_id);
+        if let Some(tenant) = tenant {
+            query = query.bind(tenant);
+        }
+        let rows = query.fetch_all(pool).await?;
         rows.iter()
             .map(|r| {
                 let row: Row = (
