@@ -1,5 +1,6 @@
 //! The command line: `herald serve`, `herald migrate`, the administration of tenants and API
-//! keys (`herald tenant`, `herald apikey`), and `herald reconcile`.
+//! keys (`herald tenant`, `herald apikey`), and the operator's tools on the read models
+//! (`herald reconcile`, `herald replay`, `herald trace`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +81,27 @@ pub enum Command {
         tolerance: f64,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Rebuild projections from the event log into shadow tables and swap them in; a running
+    /// server keeps serving the old tables until the swap. Calls no supplier.
+    Replay {
+        /// The projection to rebuild (`trace`...).
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        projection: Option<String>,
+        /// Rebuild every projection, one after the other.
+        #[arg(long)]
+        all: bool,
+        /// Events applied per transaction.
+        #[arg(long, default_value_t = 5_000)]
+        batch_size: usize,
+    },
+    /// Show a message: its status, where it went and its timeline, from the trace projection.
+    Trace {
+        /// The message id.
+        message_id: String,
+        /// Look only among this tenant's messages (by default every tenant's).
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -296,6 +318,38 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
                 }
                 .into());
             }
+            Ok(())
+        }
+        Command::Replay {
+            projection,
+            all,
+            batch_size,
+        } => {
+            let chosen = match (projection, all) {
+                (Some(name), false) => {
+                    vec![projections::Projection::parse(&name).ok_or_else(|| {
+                        let names: Vec<&str> = projections::Projection::ALL
+                            .iter()
+                            .map(|p| p.name())
+                            .collect();
+                        anyhow::anyhow!(
+                            "there is no projection {name:?}; there are: {}",
+                            names.join(", ")
+                        )
+                    })?]
+                }
+                _ => projections::Projection::ALL.to_vec(),
+            };
+            let store = open_store(&config).await?;
+            crate::replay::run(&store, &chosen, batch_size, &shutdown).await
+        }
+        Command::Trace { message_id, tenant } => {
+            let tenant = tenant.as_deref().map(TenantId::parse).transpose()?;
+            let store = open_store(&config).await?;
+            print!(
+                "{}",
+                crate::trace::show(&store, &message_id, tenant.as_ref()).await?
+            );
             Ok(())
         }
         Command::Apikey {

@@ -9,6 +9,8 @@
 //! - [`callbacks`]: `/callbacks/{account}`, where suppliers push receipts.
 //! - [`roles`]: the dispatch role (queue feed and lane workers) and the projection role.
 //! - [`reconcile`]: `herald reconcile`, an account's day beside the supplier's bill.
+//! - [`replay`]: `herald replay`, projections rebuilt with a progress line.
+//! - [`trace`]: `herald trace`, one message as a table.
 //! - [`cli`]: the command-line interface that `main` runs.
 //! - [`bench`]: `herald bench`, the project's own benchmark.
 
@@ -20,5 +22,7 @@ pub mod config;
 pub mod graphql;
 pub mod health;
 pub mod reconcile;
+pub mod replay;
 pub mod roles;
 pub mod server;
+pub mod trace;

@@ -16,6 +16,8 @@ use crate::support;
 pub struct TestApp {
     pub address: SocketAddr,
     pub store: Store,
+    /// The store's URL, for `herald` commands run beside the app.
+    pub database_url: String,
     /// The dispatch options the lanes read: send new ones to change them while the app runs.
     pub options: tokio::sync::watch::Sender<dispatch::worker::WorkerOptions>,
     shutdown: CancellationToken,
@@ -175,6 +177,7 @@ pub async fn spawn(backend: &str, tune: impl FnOnce(&mut Config)) -> TestApp {
         }
     };
     tune(&mut config);
+    let database_url = config.database.url.clone();
     let state = AppState::connect(&config).await.unwrap();
     let store = state.store.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -190,6 +193,7 @@ pub async fn spawn(backend: &str, tune: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         address,
         store,
+        database_url,
         options: options_sender,
         shutdown,
         cleanup,

@@ -49,6 +49,7 @@ fn every_line_measured(report: &Value) {
         "/projections/per_sec",
         "/message/p50_ms",
         "/message/p99_ms",
+        "/replay/per_sec",
         "/ceiling/rows_per_sec",
         "/ceiling/batch_send_fraction",
         "/rss_mb/api_idle",

@@ -16,6 +16,7 @@ mod limits;
 mod readme;
 mod reconcile;
 mod reload;
+mod replay;
 mod sandbox;
 mod serve;
 mod sigterm;

@@ -13,7 +13,12 @@ use crate::app::{TestApp, spawn, webhook_account};
 const QUERY: &str = "query($id: ID!) { message(id: $id) { message { id status channel receiver account supplier attempts clicks timeline { kind at detail } } asOf { position head caughtUp behind } } }";
 
 /// Makes an approved template for `channel` with `content`; returns its id and a sender key.
-async fn template(app: &TestApp, channel: &str, content: Value, shield: &str) -> (String, String) {
+pub(crate) async fn template(
+    app: &TestApp,
+    channel: &str,
+    content: Value,
+    shield: &str,
+) -> (String, String) {
     let author = app.key("acme", "admin").await;
     let reviewer = app.key("acme", "admin").await;
     let input = json!({ "name": "n", "channel": channel, "msgType": "NOTICE", "shieldType": shield,
@@ -25,7 +30,13 @@ async fn template(app: &TestApp, channel: &str, content: Value, shield: &str) ->
     (id, app.key("acme", "send,read,recall").await)
 }
 
-async fn send(app: &TestApp, key: &str, template: &str, receiver: &str, extra: Value) -> String {
+pub(crate) async fn send(
+    app: &TestApp,
+    key: &str,
+    template: &str,
+    receiver: &str,
+    extra: Value,
+) -> String {
     let mut input =
         json!({ "templateId": template, "receivers": [receiver], "variables": { "n": "42" } });
     if let (Some(input), Some(extra)) = (input.as_object_mut(), extra.as_object()) {
@@ -40,7 +51,7 @@ async fn send(app: &TestApp, key: &str, template: &str, receiver: &str, extra: V
 }
 
 /// The message once its timeline has `kinds` (the projection follows the log a moment later).
-async fn until_timeline(app: &TestApp, key: &str, id: &str, kinds: &[&str]) -> Value {
+pub(crate) async fn until_timeline(app: &TestApp, key: &str, id: &str, kinds: &[&str]) -> Value {
     let mut last = Value::Null;
     for _ in 0..200 {
         let (_, answer) = app.gql(Some(key), QUERY, json!({ "id": id })).await;
