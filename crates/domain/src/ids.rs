@@ -97,6 +97,19 @@ uuid_id!(
     "event id"
 );
 
+uuid_id!(
+    /// The id of a crowd send, with its own event stream.
+    CrowdId,
+    "crowd send id"
+);
+
+impl CrowdId {
+    /// The crowd send's event stream, `crowd-{uuid}`.
+    pub fn stream_name(&self) -> String {
+        format!("crowd-{}", self.0.hyphenated())
+    }
+}
+
 impl MessageId {
     /// The message's event stream, `message-{uuid}`.
     pub fn stream_name(&self) -> String {

@@ -17,6 +17,9 @@
 //! - [`message_state`]: the message's state, `apply` and `fold`, with the transition rules.
 //! - [`message_decide`]: message commands and `decide`.
 //! - [`send`]: the send request stream that makes a retried request idempotent.
+//! - [`crowd`]: the crowd send stream: a template to an audience from a CSV, once or on a cron schedule.
+//! - [`crowd_state`]: a crowd send's state, its commands and `decide`, and when its runs fire.
+//! - [`cron`]: cron expressions and their next firing.
 //! - [`metadata`]: the metadata stored next to every event.
 //! - [`wire`]: what all event enums share: decoding errors and the `DomainEvent` trait.
 //!
@@ -26,6 +29,9 @@
 
 pub mod attachment;
 pub mod channel;
+pub mod cron;
+pub mod crowd;
+pub mod crowd_state;
 pub mod ids;
 pub mod message;
 pub mod message_decide;
@@ -41,6 +47,8 @@ pub mod wire;
 
 pub use attachment::Attachment;
 pub use channel::{Channel, MessageType, ReceiverIdType, ShieldType, lane};
+pub use crowd::{CrowdEvent, CrowdId};
+pub use crowd_state::{CrowdState, CrowdStatus};
 pub use ids::{EventId, IdError, MessageId, RequestId, TemplateId, TenantId, send_stream_name};
 pub use message::{
     DedupRule, DeferReason, DiscardRule, ErrorClass, MessageEvent, ReceiptOutcome, TrackedLink,

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod channel;
+mod crowd;
 mod ids;
 mod message;
 mod message_after_dispatch;
