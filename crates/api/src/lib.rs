@@ -3,10 +3,11 @@
 //!
 //! - [`types`]: the GraphQL objects, inputs and enums.
 //! - [`templates`], [`sending`], [`messages`], [`stats`] (statistics, reconciliation and the
-//!   projections' lag), [`inbox`]: the resolvers, one root object per feature, merged below.
+//!   projections' lag), [`inbox`], [`crowd`] (crowd sends): the resolvers, one root object per feature, merged below.
 //! - [`errors`]: how command errors become `extensions.code`.
 //! - [`rate`]: the per-key request rate limit.
 
+pub mod crowd;
 pub mod errors;
 pub mod inbox;
 pub mod messages;
@@ -37,10 +38,15 @@ pub struct QueryRoot(
     messages::MessageQuery,
     stats::StatsQuery,
     inbox::InboxQuery,
+    crowd::CrowdQuery,
 );
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(templates::TemplateMutation, sending::SendMutation);
+pub struct MutationRoot(
+    templates::TemplateMutation,
+    sending::SendMutation,
+    crowd::CrowdMutation,
+);
 
 pub type HeraldSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 

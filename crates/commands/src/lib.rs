@@ -8,8 +8,14 @@
 //! - [`send`]: the send chain with idempotency by request id.
 //! - [`recall`]: recall by message id.
 //! - [`clicks`]: a followed tracked link, recorded.
+//! - [`csv`]: CSV lines read a piece at a time.
+//! - [`crowd`]: crowd sends: scheduled, cancelled, and their progress.
+//! - [`crowd_run`]: a crowd send's run: its file read in batches, each batch of rows made messages.
 
 pub mod clicks;
+pub mod crowd;
+pub mod crowd_run;
+pub mod csv;
 pub mod error;
 pub mod events;
 pub mod keys;

@@ -191,3 +191,73 @@ async fn try_recall(
     }
     Ok(outcomes)
 }
+
+/// Recalls those of `ids` (the tenant's) that have not been dispatched, and leaves the rest
+/// alone: a crowd send cancelled half way stops what has not gone out. Each message is its own
+/// commit, so a worker recording one message's outcome meanwhile holds up only that one.
+/// Returns how many were recalled.
+pub async fn cancel_pending(
+    store: &Store,
+    tenant: &TenantId,
+    actor: &str,
+    ids: &[MessageId],
+    now: DateTime<Utc>,
+) -> Result<u64, CommandError> {
+    let metadata = EventMetadata::new(tenant.clone()).with_actor(actor);
+    let mut recalled = 0;
+    for id in ids {
+        let mut tries = 0;
+        loop {
+            let (history, version) = events::load::<MessageEvent>(store, &id.stream_name()).await?;
+            let state = domain::message_state::fold(&history).map_err(CommandError::internal)?;
+            let pending = matches!(
+                state.status,
+                Some(DeliveryStatus::Accepted | DeliveryStatus::Deferred)
+            );
+            if !pending || state.accepted.as_ref().is_none_or(|a| a.tenant != *tenant) {
+                break;
+            }
+            let request = MessageCommand::RequestRecall {
+                actor: actor.to_owned(),
+                request_id: None,
+                at: now,
+            };
+            let mut new_events = domain::message_decide::decide(&state, request)?;
+            let mut next = state;
+            for event in &new_events {
+                next = domain::message_state::apply(next, event).map_err(CommandError::internal)?;
+            }
+            let confirm = MessageCommand::ConfirmRecall {
+                via_supplier: false,
+                at: now,
+            };
+            new_events.extend(domain::message_decide::decide(&next, confirm)?);
+            let append = StreamAppend {
+                stream_id: id.stream_name(),
+                expected: ExpectedVersion::Exact(version),
+                events: new_events
+                    .iter()
+                    .map(|e| events::encode(e, &metadata))
+                    .collect(),
+            };
+            let mut tx = store.begin().await?;
+            match store.append_in(&mut tx, &[append]).await {
+                Ok(_) => {}
+                // Dispatch recorded something meanwhile: look again.
+                Err(error) if error.is_conflict() && tries < 5 => {
+                    tx.rollback().await?;
+                    tries += 1;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            }
+            store::queue::remove(&mut tx, &id.to_string())
+                .await
+                .map_err(CommandError::internal)?;
+            tx.commit().await?;
+            recalled += 1;
+            break;
+        }
+    }
+    Ok(recalled)
+}

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use domain::{
     EventMetadata, MessageCommand, MessageId, MessageState, Receiver, RequestId, SendAccepted,
-    SendEvent, SentMessage, TemplateId, TenantId, send_stream_name,
+    SendEvent, SentMessage, TemplateContent, TemplateId, TemplateInfo, TemplateVersion, TenantId,
+    send_stream_name,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -119,37 +120,20 @@ pub async fn send(
                     .with("receiverIndex", receiver_index)
                     .with("receiver", raw.as_str())
             })?;
-            let message_id = MessageId::generate();
-            let (content, tracked_links) = cx.links.track(message_id, &rendered);
-            let accept = MessageCommand::AcceptMessage {
-                message_id,
-                tenant: tenant.clone(),
-                request_id: request_id.clone(),
+            let message = Accept {
+                links: cx.links,
+                tenant,
+                request_id: &request_id,
                 template_id: request.template_id,
-                template_version: version.version,
-                channel: info.channel,
-                msg_type: info.msg_type,
-                shield_type: version.shield_type,
-                account: version.account.clone(),
-                receiver: receiver.clone(),
-                content,
-                tracked_links,
+                info,
+                version,
                 send_at: request.send_at,
-                at: now,
+                now,
+                metadata: &metadata,
             };
-            let accepted = domain::message_decide::decide(&MessageState::default(), accept)?;
-            appends.push(StreamAppend {
-                stream_id: message_id.stream_name(),
-                expected: ExpectedVersion::NoStream,
-                events: accepted
-                    .iter()
-                    .map(|e| events::encode(e, &metadata))
-                    .collect(),
-            });
-            sent.push(SentMessage {
-                message_id,
-                receiver,
-            });
+            let (append, sent_message) = message.one(receiver, &rendered)?;
+            appends.push(append);
+            sent.push(sent_message);
         }
     }
     let accepted = SendEvent::SendAccepted(SendAccepted {
@@ -284,4 +268,62 @@ async fn replay(
         messages: accepted.messages,
         replayed: true,
     }))
+}
+
+/// What every message of one request shares; [`Accept::one`] makes one receiver's message.
+pub(crate) struct Accept<'a> {
+    pub links: &'a LinkSigner,
+    pub tenant: &'a TenantId,
+    pub request_id: &'a RequestId,
+    pub template_id: TemplateId,
+    pub info: &'a TemplateInfo,
+    pub version: &'a TemplateVersion,
+    pub send_at: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+    pub metadata: &'a EventMetadata,
+}
+
+impl Accept<'_> {
+    /// The `MessageAccepted` of a fresh message to `receiver` with `rendered` content, its links
+    /// tracked, ready to append to a new stream.
+    pub fn one(
+        &self,
+        receiver: Receiver,
+        rendered: &TemplateContent,
+    ) -> Result<(StreamAppend, SentMessage), CommandError> {
+        let message_id = MessageId::generate();
+        let (content, tracked_links) = self.links.track(message_id, rendered);
+        let accept = MessageCommand::AcceptMessage {
+            message_id,
+            tenant: self.tenant.clone(),
+            request_id: self.request_id.clone(),
+            template_id: self.template_id,
+            template_version: self.version.version,
+            channel: self.info.channel,
+            msg_type: self.info.msg_type,
+            shield_type: self.version.shield_type,
+            account: self.version.account.clone(),
+            receiver: receiver.clone(),
+            content,
+            tracked_links,
+            send_at: self.send_at,
+            at: self.now,
+        };
+        let accepted = domain::message_decide::decide(&MessageState::default(), accept)?;
+        let append = StreamAppend {
+            stream_id: message_id.stream_name(),
+            expected: ExpectedVersion::NoStream,
+            events: accepted
+                .iter()
+                .map(|e| events::encode(e, self.metadata))
+                .collect(),
+        };
+        Ok((
+            append,
+            SentMessage {
+                message_id,
+                receiver,
+            },
+        ))
+    }
 }

@@ -172,6 +172,7 @@ pub fn parse_zone(text: &str) -> Option<FixedOffset> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -70,6 +70,9 @@ pub struct CrowdSendScheduled {
     pub request_id: RequestId,
     pub template_id: TemplateId,
     pub source: CrowdSource,
+    /// The header of the column that holds the receivers.
+    #[serde(default = "receiver_column")]
+    pub receiver_column: String,
     pub schedule: CrowdSchedule,
     /// When the first run is due.
     pub first_run_at: DateTime<Utc>,
@@ -212,4 +215,8 @@ impl DomainEvent for CrowdEvent {
             }
         })
     }
+}
+
+fn receiver_column() -> String {
+    "receiver".to_owned()
 }

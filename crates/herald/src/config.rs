@@ -21,6 +21,7 @@ pub struct Config {
     pub security: SecurityConfig,
     pub dispatch: DispatchConfig,
     pub sandbox: SandboxConfig,
+    pub crowd: CrowdConfig,
     /// Supplier accounts, `[[accounts]]` in the file. A credential written `env:NAME` is read
     /// from the environment variable NAME, so secrets stay out of the file.
     pub accounts: Vec<dispatch::accounts::AccountConfig>,
@@ -119,6 +120,34 @@ pub struct ApiConfig {
     pub max_complexity: usize,
     pub max_receivers_per_item: usize,
     pub max_items: usize,
+    /// Largest file `/uploads` takes, in bytes.
+    pub max_upload_bytes: usize,
+}
+
+/// `[crowd]`: how crowd sends run (in the dispatch role).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrowdConfig {
+    /// Rows per batch, each batch one commit.
+    pub batch_size: usize,
+    /// The most rows per second one runner turns into messages.
+    pub rows_per_sec: u32,
+    /// A runner waits while its lane's queue holds more messages than this.
+    pub max_backlog: u64,
+    /// A cron firing later than this many seconds is a misfire.
+    pub misfire_grace_secs: u64,
+}
+
+impl Default for CrowdConfig {
+    fn default() -> Self {
+        let run = commands::crowd_run::RunOptions::default();
+        CrowdConfig {
+            batch_size: run.batch_size,
+            rows_per_sec: run.rows_per_sec,
+            max_backlog: run.max_backlog,
+            misfire_grace_secs: run.misfire_grace.num_seconds() as u64,
+        }
+    }
 }
 
 /// `[sandbox]`: tenants (or the whole deployment) that send only to whitelisted receivers;
@@ -153,6 +182,7 @@ impl Default for ApiConfig {
             max_complexity: 500,
             max_receivers_per_item: 100,
             max_items: 100,
+            max_upload_bytes: 100 * 1024 * 1024,
         }
     }
 }
@@ -195,6 +225,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             dispatch: DispatchConfig::default(),
             sandbox: SandboxConfig::default(),
+            crowd: CrowdConfig::default(),
             accounts: Vec::new(),
         }
     }
@@ -279,6 +310,31 @@ const ENVIRONMENT: &[(&str, &[&str], Kind)] = &[
     ),
     ("HERALD_API_MAX_ITEMS", &["api", "max_items"], Kind::Integer),
     (
+        "HERALD_API_MAX_UPLOAD_BYTES",
+        &["api", "max_upload_bytes"],
+        Kind::Integer,
+    ),
+    (
+        "HERALD_CROWD_BATCH_SIZE",
+        &["crowd", "batch_size"],
+        Kind::Integer,
+    ),
+    (
+        "HERALD_CROWD_ROWS_PER_SEC",
+        &["crowd", "rows_per_sec"],
+        Kind::Integer,
+    ),
+    (
+        "HERALD_CROWD_MAX_BACKLOG",
+        &["crowd", "max_backlog"],
+        Kind::Integer,
+    ),
+    (
+        "HERALD_CROWD_MISFIRE_GRACE_SECS",
+        &["crowd", "misfire_grace_secs"],
+        Kind::Integer,
+    ),
+    (
         "HERALD_SECURITY_LINK_SECRET",
         &["security", "link_secret"],
         Kind::Text,
@@ -349,6 +405,9 @@ impl Config {
         }
         if self.api.max_receivers_per_item == 0 || self.api.max_items == 0 {
             bail!("api.max_receivers_per_item and api.max_items must be at least 1");
+        }
+        if self.crowd.batch_size == 0 || self.crowd.rows_per_sec == 0 {
+            bail!("crowd.batch_size and crowd.rows_per_sec must be at least 1");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("log.format must be text or json, not {:?}", self.log.format);

@@ -33,34 +33,9 @@ pub async fn graphql(
             );
         }
     };
-    let Some(key) = bearer(&headers) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            "NO_API_KEY",
-            "send an API key as `Authorization: Bearer <key>`",
-        );
-    };
-    let caller = match keys::authenticate(&state.store, key).await {
+    let caller = match authenticate(&state, &headers).await {
         Ok(caller) => caller,
-        // Unknown, revoked and malformed keys answer alike: the answer must not help guessing.
-        Err(KeyError::MalformedKey | KeyError::UnknownKey { .. } | KeyError::RevokedKey { .. }) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "BAD_API_KEY",
-                "the API key is not valid",
-            );
-        }
-        Err(other) => {
-            tracing::error!(error = %other, "authenticating an API key failed");
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "INTERNAL",
-                "something went wrong",
-            );
-        }
+        Err(response) => return response,
     };
     if !state.rate.allow(&caller.key_id, Instant::now()) {
         return error(
@@ -93,6 +68,39 @@ pub async fn graphql(
     (StatusCode::OK, axum::Json(response)).into_response()
 }
 
+/// The caller an API key names, or the response that refuses the request.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<keys::Caller, Response> {
+    let Some(key) = bearer(headers) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "NO_API_KEY",
+            "send an API key as `Authorization: Bearer <key>`",
+        ));
+    };
+    match keys::authenticate(&state.store, key).await {
+        Ok(caller) => Ok(caller),
+        // Unknown, revoked and malformed keys answer alike: the answer must not help guessing.
+        Err(KeyError::MalformedKey | KeyError::UnknownKey { .. } | KeyError::RevokedKey { .. }) => {
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "BAD_API_KEY",
+                "the API key is not valid",
+            ))
+        }
+        Err(other) => {
+            tracing::error!(error = %other, "authenticating an API key failed");
+            Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "INTERNAL",
+                "something went wrong",
+            ))
+        }
+    }
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, key) = value.split_once(' ')?;
@@ -100,7 +108,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// A GraphQL-shaped error response, for failures before the schema runs.
-fn error(status: StatusCode, code: &str, reason: &str, message: &str) -> Response {
+pub fn error(status: StatusCode, code: &str, reason: &str, message: &str) -> Response {
     let body = serde_json::json!({
         "data": null,
         "errors": [{ "message": message, "extensions": { "code": code, "reason": reason } }]

@@ -6,6 +6,7 @@
 //! - [`graphql`]: `/graphql`, with authentication, rate and size limits.
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`clicks`]: `/c/{token}`, tracked links followed.
+//! - [`uploads`]: `/uploads`, crowd-send audience files.
 //! - [`callbacks`]: `/callbacks/{account}`, where suppliers push receipts.
 //! - [`roles`]: the dispatch role (queue feed and lane workers) and the projection role.
 //! - [`reconcile`]: `herald reconcile`, an account's day beside the supplier's bill.
@@ -26,3 +27,4 @@ pub mod replay;
 pub mod roles;
 pub mod server;
 pub mod trace;
+pub mod uploads;

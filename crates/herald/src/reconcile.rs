@@ -71,59 +71,6 @@ fn normalise(name: &str) -> String {
         .collect()
 }
 
-/// The fields of one CSV line: separated by commas, optionally in double quotes, a quote inside
-/// quotes written twice. A quoted field may not span lines.
-fn fields(line: &str) -> Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        let mut field = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    None => {
-                        return Err(
-                            "a quoted field is not closed (fields may not span lines)".to_owned()
-                        );
-                    }
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => field.push(c),
-                }
-            }
-            match chars.next() {
-                None => {
-                    fields.push(field);
-                    return Ok(fields);
-                }
-                Some(',') => fields.push(field),
-                Some(c) => return Err(format!("{c:?} after a closing quote; expected a comma")),
-            }
-        } else {
-            loop {
-                match chars.next() {
-                    None => {
-                        fields.push(field.trim().to_owned());
-                        return Ok(fields);
-                    }
-                    Some(',') => break,
-                    Some('"') => {
-                        return Err(
-                            "a quote inside an unquoted field; quote the whole field".to_owned()
-                        );
-                    }
-                    Some(c) => field.push(c),
-                }
-            }
-            fields.push(field.trim().to_owned());
-        }
-    }
-}
-
 /// Reads a bill: a header row, then one row per billed message (with an id column), or rows with
 /// a count column (aggregate bills), or both (billed units per message). Blank lines are skipped.
 pub fn parse_bill(text: &str) -> Result<Bill, BillError> {
@@ -140,7 +87,7 @@ pub fn parse_bill(text: &str) -> Result<Bill, BillError> {
             "the bill is empty: it needs a header row".to_owned(),
         ));
     };
-    let header: Vec<String> = fields(header)
+    let header: Vec<String> = commands::csv::fields(header)
         .map_err(|m| err(header_line, m))?
         .iter()
         .map(|name| normalise(name))
@@ -165,7 +112,7 @@ pub fn parse_bill(text: &str) -> Result<Bill, BillError> {
         ids: id_column.map(|_| BTreeSet::new()),
     };
     for (number, line) in lines {
-        let row = fields(line).map_err(|m| err(number, m))?;
+        let row = commands::csv::fields(line).map_err(|m| err(number, m))?;
         if row.len() != header.len() {
             return Err(err(
                 number,

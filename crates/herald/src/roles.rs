@@ -210,6 +210,41 @@ pub fn start_dispatch(
     Ok(tasks)
 }
 
+/// Starts the crowd-send runner of the dispatch role (none when dispatch is off): it claims
+/// due crowd sends and turns their files into messages, batch by batch.
+pub fn start_crowds(
+    state: &crate::server::AppState,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<JoinSet<()>> {
+    let mut tasks = JoinSet::new();
+    if !config.dispatch.enabled {
+        return Ok(tasks);
+    }
+    let crowd = &config.crowd;
+    let options = commands::crowd_run::RunOptions {
+        batch_size: crowd.batch_size,
+        rows_per_sec: crowd.rows_per_sec,
+        max_backlog: crowd.max_backlog,
+        misfire_grace: chrono::TimeDelta::seconds(crowd.misfire_grace_secs as i64),
+        ..commands::crowd_run::RunOptions::default()
+    };
+    let runner = commands::crowd_run::Runner {
+        store: state.store.clone(),
+        links: state.links.clone(),
+        // A whole file is read through one response, slowed by the runner's pace: the timeout
+        // is for a stalled source, not a slow one.
+        http: dispatch::http::client(Duration::from_secs(6 * 3600))
+            .context("building the HTTP client")?,
+        options,
+        worker: format!("crowd-{}", uuid::Uuid::now_v7()),
+        clock: std::sync::Arc::new(chrono::Utc::now),
+    };
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move { runner.run(shutdown).await });
+    Ok(tasks)
+}
+
 /// The cache, retried every two seconds until it answers or `shutdown`.
 async fn connect_cache(
     redis_url: &str,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use commands::links::LinkSigner;
 use commands::send::SendLimits;
 use store::Store;
@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::{callbacks, clicks, graphql, health};
+use crate::{callbacks, clicks, graphql, health, uploads};
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -26,6 +26,8 @@ pub struct AppState {
     pub schema: api::HeraldSchema,
     pub rate: Arc<api::rate::RateLimiter>,
     pub max_body_bytes: usize,
+    /// Largest file `/uploads` takes.
+    pub max_upload_bytes: usize,
     /// Verifies click-tracking tokens.
     pub links: LinkSigner,
     /// The configured channel accounts, for the suppliers' callbacks.
@@ -93,6 +95,7 @@ impl AppState {
             schema,
             rate,
             max_body_bytes: api_config.max_body_bytes,
+            max_upload_bytes: api_config.max_upload_bytes,
             links,
             accounts,
         })
@@ -101,6 +104,7 @@ impl AppState {
 
 pub fn app(state: AppState) -> Router {
     let body_limit = state.max_body_bytes;
+    let upload_limit = state.max_upload_bytes.saturating_add(64 * 1024);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -108,6 +112,11 @@ pub fn app(state: AppState) -> Router {
         .route("/c/{token}", get(clicks::click))
         .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
         .layer(DefaultBodyLimit::max(body_limit))
+        // Its own limit, checked as the file streams in; the form around it is small.
+        .route(
+            "/uploads",
+            post(uploads::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
         .with_state(state)
 }
 

@@ -7,11 +7,13 @@
 //! - [`subscription`]: catch-up-then-live readers that move checkpoints with their writes.
 //! - [`group`]: consumer groups sharing partitions through leases.
 //! - [`queue`]: a work queue in lanes, with leased claims (dispatch's due queue).
+//! - [`crowd`]: uploaded files in chunks, and the crowd sends' schedule with leased claims.
 //!
 //! The store knows nothing of messages or templates: events arrive as JSON with a type name.
 
 mod any;
 mod append;
+pub mod crowd;
 pub mod doorbell;
 mod error;
 mod event_store;

@@ -43,6 +43,11 @@ const POSTGRES: &[Source] = &[
         "stats, reconciliation and inbox",
         include_str!("../../../migrations/postgres/0007_stats_reconciliation_inbox.sql"),
     ),
+    (
+        8,
+        "uploads and crowd sends",
+        include_str!("../../../migrations/postgres/0008_uploads_and_crowd_sends.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[
@@ -80,6 +85,11 @@ const SQLITE: &[Source] = &[
         7,
         "stats, reconciliation and inbox",
         include_str!("../../../migrations/sqlite/0007_stats_reconciliation_inbox.sql"),
+    ),
+    (
+        8,
+        "uploads and crowd sends",
+        include_str!("../../../migrations/sqlite/0008_uploads_and_crowd_sends.sql"),
     ),
 ];
 

@@ -171,3 +171,14 @@ pub async fn reschedule(
     })?;
     Ok(())
 }
+
+/// How many messages wait in `lane`, claimed or not.
+pub async fn depth(store: &Store, lane: &str) -> Result<u64, sqlx::Error> {
+    let n: i64 = crate::on_read!(store, |pool| {
+        sqlx::query_scalar("SELECT count(*) FROM dispatch_queue WHERE lane = $1")
+            .bind(lane)
+            .fetch_one(pool)
+            .await
+    })?;
+    Ok(n.max(0) as u64)
+}

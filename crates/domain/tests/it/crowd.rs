@@ -17,6 +17,7 @@ fn scheduled(schedule: CrowdSchedule) -> CrowdEvent {
         source: CrowdSource::Upload {
             upload_id: "u1".into(),
         },
+        receiver_column: "receiver".into(),
         schedule,
         first_run_at: t("2026-01-01T09:00:00Z"),
         at: t("2026-01-01T08:00:00Z"),

@@ -187,8 +187,10 @@ pub async fn spawn(backend: &str, tune: impl FnOnce(&mut Config)) -> TestApp {
     let (options_sender, options) = tokio::sync::watch::channel(options);
     let mut dispatch = herald::roles::start_dispatch(&store, &config, options, &shutdown).unwrap();
     let mut projections = herald::roles::start_projections(&store, &shutdown);
-    // One set owns both roles, so dropping the app stops them.
+    let mut crowds = herald::roles::start_crowds(&state, &config, &shutdown).unwrap();
+    // One set owns every role, so dropping the app stops them.
     dispatch.spawn(async move { while projections.join_next().await.is_some() {} });
+    dispatch.spawn(async move { while crowds.join_next().await.is_some() {} });
     tokio::spawn(server::run(listener, state, shutdown.clone()));
     TestApp {
         address,

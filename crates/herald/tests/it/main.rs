@@ -5,6 +5,7 @@ mod app;
 mod bench;
 mod cli;
 mod crash;
+mod crowd;
 mod deployment;
 mod dingtalk;
 mod dispatch;
