@@ -1,6 +1,7 @@
 //! The command line: `herald serve`, `herald migrate`, the administration of tenants and API
-//! keys (`herald tenant`, `herald apikey`), and the operator's tools on the read models
-//! (`herald reconcile`, `herald replay`, `herald trace`).
+//! keys (`herald tenant`, `herald apikey`), the operator's tools on the read models
+//! (`herald reconcile`, `herald replay`, `herald trace`), and moving a store (`herald export`,
+//! `herald import`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,6 +94,27 @@ pub enum Command {
         all: bool,
         /// Events applied per transaction.
         #[arg(long, default_value_t = 5_000)]
+        batch_size: usize,
+    },
+    /// Write the whole store to one NDJSON file: tenants, API keys (hashes), the template
+    /// index, settings (the link-signing key) and every event in log order. An export that was
+    /// interrupted resumes when run again with the same --out.
+    Export {
+        /// The file to write (or to finish, after an interrupted export).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Events read from the log per batch.
+        #[arg(long, default_value_t = 1_000)]
+        batch_size: usize,
+    },
+    /// Load an export into a store without events, then rebuild the dispatch queue, the
+    /// supplier ids and every projection from the imported log.
+    Import {
+        /// The file `herald export` wrote.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Events inserted per transaction.
+        #[arg(long, default_value_t = 1_000)]
         batch_size: usize,
     },
     /// Show a message: its status, where it went and its timeline, from the trace projection.
@@ -344,6 +366,41 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
             };
             let store = open_store(&config).await?;
             crate::replay::run(&store, &chosen, batch_size, &shutdown).await
+        }
+        Command::Export { out, batch_size } => {
+            let store = open_store(&config).await?;
+            let summary = crate::portability::export(&store, &out, batch_size, &shutdown).await?;
+            let resumed = summary.resumed_after.map_or_else(String::new, |before| {
+                format!(" (resumed after {})", crate::replay::thousands(before))
+            });
+            println!(
+                "exported {} table rows and {} events{resumed} from {} ({}) to {} in {:.1} s",
+                crate::replay::thousands(summary.rows),
+                crate::replay::thousands(summary.events),
+                store::redact(&config.database.url),
+                store.backend(),
+                out.display(),
+                summary.elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Import { input, batch_size } => {
+            let store = open_store(&config).await?;
+            let summary = crate::portability::import(&store, &input, batch_size, &shutdown).await?;
+            println!(
+                "imported {} table rows and {} events into {} ({}) in {:.1} s; \
+                 {} supplier ids recorded, {} messages queued for dispatch, {} recalls pending",
+                crate::replay::thousands(summary.rows),
+                crate::replay::thousands(summary.events),
+                store::redact(&config.database.url),
+                store.backend(),
+                summary.elapsed.as_secs_f64(),
+                crate::replay::thousands(summary.supplier_ids),
+                crate::replay::thousands(summary.queued),
+                crate::replay::thousands(summary.pending_recalls),
+            );
+            // The read models are rebuilt now, so the API answers from the first request.
+            crate::replay::run(&store, projections::Projection::ALL, 5_000, &shutdown).await
         }
         Command::Trace { message_id, tenant } => {
             let tenant = tenant.as_deref().map(TenantId::parse).transpose()?;

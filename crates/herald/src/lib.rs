@@ -12,6 +12,7 @@
 //! - [`reconcile`]: `herald reconcile`, an account's day beside the supplier's bill.
 //! - [`replay`]: `herald replay`, projections rebuilt with a progress line.
 //! - [`trace`]: `herald trace`, one message as a table.
+//! - [`portability`]: `herald export` and `herald import`, a whole store as one NDJSON file.
 //! - [`cli`]: the command-line interface that `main` runs.
 //! - [`bench`]: `herald bench`, the project's own benchmark.
 
@@ -22,6 +23,7 @@ pub mod clicks;
 pub mod config;
 pub mod graphql;
 pub mod health;
+pub mod portability;
 pub mod reconcile;
 pub mod replay;
 pub mod roles;

@@ -21,9 +21,7 @@ pub(crate) fn validate(appends: &[StreamAppend]) -> Result<()> {
     let mut seen = HashSet::with_capacity(appends.len());
     for append in appends {
         let id = &append.stream_id;
-        if id.is_empty() || id.len() > MAX_STREAM_ID || id.chars().any(char::is_control) {
-            return Err(StoreError::InvalidAppend(format!("bad stream id {id:?}")));
-        }
+        check_stream_id(id)?;
         if !seen.insert(id.as_str()) {
             return Err(StoreError::InvalidAppend(format!(
                 "stream {id} named twice"
@@ -34,6 +32,14 @@ pub(crate) fn validate(appends: &[StreamAppend]) -> Result<()> {
                 "no events for stream {id}"
             )));
         }
+    }
+    Ok(())
+}
+
+/// A stream id must be non-empty, at most [`MAX_STREAM_ID`] bytes and free of control characters.
+pub(crate) fn check_stream_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_STREAM_ID || id.chars().any(char::is_control) {
+        return Err(StoreError::InvalidAppend(format!("bad stream id {id:?}")));
     }
     Ok(())
 }

@@ -30,6 +30,9 @@ pub enum StoreError {
     /// put a stream's events out of order.
     #[error("append must be the first write of its transaction")]
     AppendNotFirstWrite,
+    /// An imported event takes a stream position or an event id the store already holds.
+    #[error("imported event clashes with the store: {0}")]
+    ImportClash(String),
     /// A checkpoint moved under us, or our lease on its partition is gone.
     #[error("checkpoint {subscription}/{partition} was moved by someone else")]
     CheckpointConflict {

@@ -8,6 +8,8 @@
 //! - [`group`]: consumer groups sharing partitions through leases.
 //! - [`queue`]: a work queue in lanes, with leased claims (dispatch's due queue).
 //! - [`crowd`]: uploaded files in chunks, and the crowd sends' schedule with leased claims.
+//! - [`portable`]: events recorded elsewhere written as they were (`herald import`), and the
+//!   lookups an export needs to resume.
 //!
 //! The store knows nothing of messages or templates: events arrive as JSON with a type name.
 
@@ -19,6 +21,7 @@ mod error;
 mod event_store;
 pub mod group;
 mod migrate;
+pub mod portable;
 mod postgres;
 pub mod queue;
 mod sqlite;

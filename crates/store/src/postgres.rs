@@ -120,6 +120,16 @@ impl PgStore {
         &self.inner.pool
     }
 
+    /// The event with this id, with its checkpoint.
+    pub(crate) async fn event_by_id(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
+        let row = sqlx::query(&sql)
+            .bind(event_id)
+            .fetch_optional(&self.inner.pool)
+            .await?;
+        row.as_ref().map(recorded).transpose()
+    }
+
     /// Where the events of a failed append already are, if this is a retry of it.
     async fn already_appended(&self, appends: &[StreamAppend]) -> Result<Option<Vec<u64>>> {
         let ids: Vec<Uuid> = appends

@@ -108,6 +108,16 @@ impl SqliteStore {
         &self.inner.readers
     }
 
+    /// The event with this id, with its checkpoint.
+    pub(crate) async fn event_by_id(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
+        let row = sqlx::query(&sql)
+            .bind(event_id)
+            .fetch_optional(&self.inner.readers)
+            .await?;
+        row.as_ref().map(recorded).transpose()
+    }
+
     async fn already_appended(&self, appends: &[StreamAppend]) -> Result<Option<Vec<u64>>> {
         let mut found = HashMap::new();
         for event in appends.iter().flat_map(|a| &a.events) {

@@ -25,6 +25,35 @@ pub async fn record(
     Ok(())
 }
 
+/// [`record`] for many rows at once, many per statement (`(account, supplier id, message id)`):
+/// `herald import` rebuilds the table from the imported `MessageDispatched` events.
+pub async fn record_all(
+    tx: &mut StoreTx,
+    rows: &[(String, String, String)],
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(300) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO supplier_messages (account_id, supplier_message_id, message_id) \
+             VALUES {} ON CONFLICT (account_id, supplier_message_id) DO NOTHING",
+            values.join(", ")
+        );
+        on_tx!(tx, |conn| {
+            let mut query = sqlx::query(&sql);
+            for (account, supplier_message_id, message_id) in chunk {
+                query = query
+                    .bind(account)
+                    .bind(supplier_message_id)
+                    .bind(message_id);
+            }
+            query.execute(conn).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
+
 /// The message `account` knows as `supplier_message_id`.
 pub async fn find(
     store: &Store,

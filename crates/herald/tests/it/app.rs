@@ -164,18 +164,28 @@ impl Client {
 }
 
 pub async fn spawn(backend: &str, tune: impl FnOnce(&mut Config)) -> TestApp {
-    let mut config = Config::default();
-    let cleanup = match backend {
+    let (url, cleanup) = match backend {
         "postgres" => {
             let url = support::postgres_database().await;
-            config.database.url = url.clone();
-            Some(url)
+            (url.clone(), Some(url))
         }
-        _ => {
-            config.database.url = format!("sqlite://{}/herald.db", support::empty_dir().display());
-            None
-        }
+        _ => (
+            format!("sqlite://{}/herald.db", support::empty_dir().display()),
+            None,
+        ),
     };
+    spawn_on(url, cleanup, tune).await
+}
+
+/// An app on the store at `url` (which may hold data already); `cleanup` is a Postgres
+/// database to drop when the app finishes.
+pub async fn spawn_on(
+    url: String,
+    cleanup: Option<String>,
+    tune: impl FnOnce(&mut Config),
+) -> TestApp {
+    let mut config = Config::default();
+    config.database.url = url;
     tune(&mut config);
     let database_url = config.database.url.clone();
     let state = AppState::connect(&config).await.unwrap();

@@ -14,6 +14,7 @@ mod graphql;
 mod inbox;
 mod isolation;
 mod limits;
+mod portability;
 mod readme;
 mod reconcile;
 mod reload;

@@ -29,14 +29,14 @@ const QUERY: &str =
     "query($id: ID!) { message(id: $id) { message { id status timeline { kind } } } }";
 
 /// One message's stream, and the status the domain folds it to.
-struct Made {
-    id: MessageId,
-    events: Vec<MessageEvent>,
-    status: &'static str,
+pub(crate) struct Made {
+    pub(crate) id: MessageId,
+    pub(crate) events: Vec<MessageEvent>,
+    pub(crate) status: &'static str,
 }
 
 /// The `i`th message: its stream cycles through the outcomes a message can have.
-fn message(
+pub(crate) fn message(
     i: usize,
     tenant: &TenantId,
     template: TemplateId,
@@ -202,7 +202,7 @@ fn message(
     }
 }
 
-fn encode(event: &MessageEvent, tenant: &TenantId) -> NewEvent {
+pub(crate) fn encode(event: &MessageEvent, tenant: &TenantId) -> NewEvent {
     NewEvent::new(
         event.event_type(),
         MessageEvent::SCHEMA_VERSION,
@@ -213,7 +213,7 @@ fn encode(event: &MessageEvent, tenant: &TenantId) -> NewEvent {
 
 /// Appends the messages as they would be written: every acceptance first, in large batches,
 /// then the rest of each stream with the version it expects.
-async fn append(store: &Store, made: &[Made], tenant: &TenantId) {
+pub(crate) async fn append(store: &Store, made: &[Made], tenant: &TenantId) {
     for chunk in made.chunks(2_000) {
         let accepted: Vec<StreamAppend> = chunk
             .iter()
@@ -239,7 +239,7 @@ async fn append(store: &Store, made: &[Made], tenant: &TenantId) {
 }
 
 /// Waits until every live projection has applied the whole log.
-async fn caught_up(store: &Store) {
+pub(crate) async fn caught_up(store: &Store) {
     let deadline = Instant::now() + Duration::from_secs(900);
     for projection in Projection::ALL {
         loop {
@@ -326,7 +326,7 @@ async fn snapshot(store: &Store) -> Vec<(String, i64, String, Vec<(String, Strin
 }
 
 /// A supplier that counts every call it gets.
-async fn counting_supplier() -> (String, Arc<AtomicUsize>) {
+pub(crate) async fn counting_supplier() -> (String, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
     let router = axum::Router::new().route(
@@ -604,7 +604,7 @@ async fn sqlite_the_swap_waits_for_the_shadows() {
     the_swap_waits_for_the_shadows("sqlite").await;
 }
 
-fn thousands(n: usize) -> String {
+pub(crate) fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

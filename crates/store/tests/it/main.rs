@@ -8,6 +8,7 @@ mod contract;
 mod doorbell;
 mod leases;
 mod no_skip;
+mod portable;
 mod queue;
 mod sqlite_restart;
 mod support;
