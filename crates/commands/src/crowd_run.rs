@@ -210,24 +210,50 @@ impl Runner {
 
     /// Runs due crowd sends, one at a time, until `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) {
-        let lease_ms = self.options.lease.as_millis() as i64;
-        loop {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            match store::crowd::claim(&self.store, &self.worker, self.now(), lease_ms).await {
-                Ok(Some(claimed)) => {
-                    if let Err(error) = self.run_one(&claimed, &shutdown).await {
-                        tracing::warn!(crowd = %claimed.crowd_id, %error, "crowd send run stopped; it resumes when its claim expires");
-                    }
-                    continue;
-                }
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "claiming a crowd send failed"),
+        while !shutdown.is_cancelled() {
+            let wait = self.tick(&shutdown).await;
+            if wait.is_zero() {
+                continue;
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(self.options.poll) => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One turn of [`Runner::run`]: claims the send due longest and does what it is due for;
+    /// answers how long to wait before the next turn (zero: at once).
+    pub async fn tick(&self, shutdown: &CancellationToken) -> Duration {
+        let lease_ms = self.options.lease.as_millis() as i64;
+        match store::crowd::claim(&self.store, &self.worker, self.now(), lease_ms).await {
+            Ok(Some(claimed)) => {
+                if let Err(error) = self.run_one(&claimed, shutdown).await {
+                    tracing::warn!(crowd = %claimed.crowd_id, %error, "crowd send run stopped; it resumes when its claim expires");
+                }
+                Duration::ZERO
+            }
+            Ok(None) => self.idle_wait().await,
+            Err(error) => {
+                tracing::warn!(%error, "claiming a crowd send failed");
+                self.options.poll
+            }
+        }
+    }
+
+    /// How long to wait with nothing due: until the next send falls due, so a firing starts on
+    /// its minute rather than up to a poll late, but no longer than a poll, to see sends that
+    /// other processes schedule.
+    async fn idle_wait(&self) -> Duration {
+        match store::crowd::next_due(&self.store).await {
+            Ok(Some(due)) => (due - self.now()).to_std().unwrap_or(Duration::ZERO).clamp(
+                Duration::from_millis(10),
+                self.options.poll.max(Duration::from_millis(10)),
+            ),
+            Ok(None) => self.options.poll,
+            Err(error) => {
+                tracing::warn!(%error, "reading the crowd schedule failed");
+                self.options.poll
             }
         }
     }
@@ -528,9 +554,12 @@ impl Runner {
             + Duration::from_secs_f64(
                 *paced_rows as f64 / f64::from(self.options.rows_per_sec.max(1)),
             );
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep_until(due) => {}
+        // Less than a millisecond ahead of the pace is on it.
+        if due > tokio::time::Instant::now() + Duration::from_millis(1) {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep_until(due) => {}
+            }
         }
         while store::queue::depth(&self.store, lane)
             .await

@@ -146,6 +146,22 @@ pub async fn unschedule(tx: &mut StoreTx, crowd_id: &str) -> crate::Result<()> {
     Ok(())
 }
 
+/// When the next crowd send can be claimed: the earliest due time, or the end of a claim that
+/// holds one past its due time. `None` when the schedule is empty.
+pub async fn next_due(store: &Store) -> crate::Result<Option<DateTime<Utc>>> {
+    let row: Option<(Option<i64>,)> = on_read!(store, |pool| {
+        sqlx::query_as(
+            "SELECT MIN(CASE WHEN claimed_until IS NOT NULL AND claimed_until >= due_at \
+             THEN claimed_until + 1 ELSE due_at END) FROM crowd_schedule",
+        )
+        .fetch_optional(pool)
+        .await
+    })?;
+    Ok(row
+        .and_then(|(ms,)| ms)
+        .and_then(DateTime::<Utc>::from_timestamp_millis))
+}
+
 /// A claimed crowd send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedCrowd {

@@ -3,5 +3,6 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and fail loudly without one.
 #![allow(clippy::unwrap_used)]
 
+mod cron;
 mod keys;
 mod support;
