@@ -136,6 +136,9 @@ pub struct CrowdConfig {
     pub max_backlog: u64,
     /// A cron firing later than this many seconds is a misfire.
     pub misfire_grace_secs: u64,
+    /// A runner's claim on a send lasts this long, extended with every batch; after a crash
+    /// another runner resumes the send once it runs out.
+    pub lease_secs: u64,
 }
 
 impl Default for CrowdConfig {
@@ -146,6 +149,7 @@ impl Default for CrowdConfig {
             rows_per_sec: run.rows_per_sec,
             max_backlog: run.max_backlog,
             misfire_grace_secs: run.misfire_grace.num_seconds() as u64,
+            lease_secs: run.lease.as_secs(),
         }
     }
 }
@@ -335,6 +339,11 @@ const ENVIRONMENT: &[(&str, &[&str], Kind)] = &[
         Kind::Integer,
     ),
     (
+        "HERALD_CROWD_LEASE_SECS",
+        &["crowd", "lease_secs"],
+        Kind::Integer,
+    ),
+    (
         "HERALD_SECURITY_LINK_SECRET",
         &["security", "link_secret"],
         Kind::Text,
@@ -406,8 +415,9 @@ impl Config {
         if self.api.max_receivers_per_item == 0 || self.api.max_items == 0 {
             bail!("api.max_receivers_per_item and api.max_items must be at least 1");
         }
-        if self.crowd.batch_size == 0 || self.crowd.rows_per_sec == 0 {
-            bail!("crowd.batch_size and crowd.rows_per_sec must be at least 1");
+        if self.crowd.batch_size == 0 || self.crowd.rows_per_sec == 0 || self.crowd.lease_secs == 0
+        {
+            bail!("crowd.batch_size, crowd.rows_per_sec and crowd.lease_secs must be at least 1");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("log.format must be text or json, not {:?}", self.log.format);

@@ -227,6 +227,7 @@ pub fn start_crowds(
         rows_per_sec: crowd.rows_per_sec,
         max_backlog: crowd.max_backlog,
         misfire_grace: chrono::TimeDelta::seconds(crowd.misfire_grace_secs as i64),
+        lease: Duration::from_secs(crowd.lease_secs),
         ..commands::crowd_run::RunOptions::default()
     };
     let runner = commands::crowd_run::Runner {

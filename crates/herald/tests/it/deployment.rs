@@ -50,7 +50,7 @@ impl Deployment {
         command
     }
 
-    async fn key(&self, scopes: &str) -> String {
+    pub async fn key(&self, scopes: &str) -> String {
         let output = self
             .command()
             .args(["apikey", "create", "--tenant", "acme", "--scopes", scopes])

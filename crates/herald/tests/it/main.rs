@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod crash;
 mod crowd;
+mod crowd_crash;
 mod deployment;
 mod dingtalk;
 mod dispatch;
