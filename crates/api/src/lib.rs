@@ -6,11 +6,13 @@
 //!   projections' lag), [`inbox`], [`crowd`] (crowd sends): the resolvers, one root object per feature, merged below.
 //! - [`errors`]: how command errors become `extensions.code`.
 //! - [`rate`]: the per-key request rate limit.
+//! - [`metrics`]: counts root fields by outcome for `/metrics`.
 
 pub mod crowd;
 pub mod errors;
 pub mod inbox;
 pub mod messages;
+pub mod metrics;
 pub mod rate;
 pub mod sending;
 pub mod stats;
@@ -73,6 +75,7 @@ pub fn schema(state: ApiState, limits: QueryLimits) -> HeraldSchema {
         EmptySubscription,
     )
     .data(state)
+    .extension(metrics::FieldMetrics)
     .limit_depth(limits.depth)
     .limit_complexity(limits.complexity)
     .finish()

@@ -157,6 +157,15 @@ impl Tokens {
                 unreachable!("the loop fetches at most once: it returns after fetching")
             };
             let fetched = fetch().await;
+            telemetry::counter(
+                "herald_token_refreshes_total",
+                "Access tokens fetched from suppliers, by token and result.",
+                &[
+                    ("token", name),
+                    ("result", if fetched.is_ok() { "ok" } else { "error" }),
+                ],
+                1,
+            );
             let result = match fetched {
                 Ok((token, lifetime)) => {
                     let now = Utc::now();

@@ -400,9 +400,20 @@ pub async fn process(
     };
     let started = Instant::now();
     let result = account.supplier.send(&outbound).await;
-    let latency_ms = started.elapsed().as_millis() as u64;
+    let elapsed = started.elapsed();
+    let latency_ms = elapsed.as_millis() as u64;
     let at = Utc::now();
     let supplier = account.supplier.name().to_owned();
+    telemetry::observe(
+        "herald_supplier_request_duration_seconds",
+        "Supplier calls by account, supplier and result (ok, retryable, rejected...).",
+        &[
+            ("account", account.id.as_str()),
+            ("supplier", supplier.as_str()),
+            ("result", send_result(&result)),
+        ],
+        elapsed.as_secs_f64(),
+    );
     let delivers = account.supplier.delivers_on_send();
     let queries_receipts = account.supplier.queries_receipts();
     let account_id = account.id.clone();
@@ -778,7 +789,43 @@ async fn append_outcome_indexed(
             store::supplier_ids::record(&mut tx, account, supplier_message_id, message_id).await?;
         }
         tx.commit().await?;
+        count_events(&state, &events);
         return Ok(());
+    }
+}
+
+/// A supplier call's result, as a metrics label.
+fn send_result<T>(result: &Result<T, SendError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(SendError::Retryable { .. }) => "retryable",
+        Err(SendError::Final { .. }) => "final",
+        Err(SendError::Unavailable { .. }) => "unavailable",
+        Err(SendError::Throttled { .. }) => "throttled",
+    }
+}
+
+/// Counts recorded outcomes for `/metrics`, by channel, account and event.
+fn count_events(state: &MessageState, events: &[MessageEvent]) {
+    let Some(accepted) = state.accepted.as_ref() else {
+        return;
+    };
+    for event in events {
+        let account = match event {
+            MessageEvent::MessageDispatched(e) => e.account.as_str(),
+            MessageEvent::DispatchFailed(e) => e.account.as_str(),
+            _ => accepted.account.as_str(),
+        };
+        telemetry::counter(
+            "herald_message_events_total",
+            "Message lifecycle events recorded by dispatch, by channel, account and event.",
+            &[
+                ("channel", accepted.channel.as_str()),
+                ("account", account),
+                ("event", event.event_type()),
+            ],
+            1,
+        );
     }
 }
 

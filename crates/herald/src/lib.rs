@@ -5,6 +5,7 @@
 //! - [`server`]: application state, routes and the serve loop.
 //! - [`graphql`]: `/graphql`, with authentication, rate and size limits.
 //! - [`health`]: `/healthz` and `/readyz`.
+//! - [`metrics`]: `/metrics` (Prometheus text) and the HTTP request counter.
 //! - [`clicks`]: `/c/{token}`, tracked links followed.
 //! - [`uploads`]: `/uploads`, crowd-send audience files.
 //! - [`callbacks`]: `/callbacks/{account}`, where suppliers push receipts.
@@ -23,6 +24,7 @@ pub mod clicks;
 pub mod config;
 pub mod graphql;
 pub mod health;
+pub mod metrics;
 pub mod portability;
 pub mod reconcile;
 pub mod replay;

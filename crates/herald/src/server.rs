@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::{callbacks, clicks, graphql, health, uploads};
+use crate::{callbacks, clicks, graphql, health, metrics, uploads};
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -108,6 +108,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/callbacks/{account}", any(callbacks::callback))
         .route("/c/{token}", get(clicks::click))
         .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
@@ -117,6 +118,7 @@ pub fn app(state: AppState) -> Router {
             "/uploads",
             post(uploads::upload).layer(DefaultBodyLimit::max(upload_limit)),
         )
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

@@ -172,6 +172,19 @@ pub async fn reschedule(
     Ok(())
 }
 
+/// Every lane's queue: (lane, messages waiting, of which due by `now_ms`).
+pub async fn depths(store: &Store, now_ms: i64) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    crate::on_read!(store, |pool| {
+        sqlx::query_as(
+            "SELECT lane, count(*), COALESCE(SUM(CASE WHEN due_at <= $1 THEN 1 ELSE 0 END), 0) \
+             FROM dispatch_queue GROUP BY lane ORDER BY lane",
+        )
+        .bind(now_ms)
+        .fetch_all(pool)
+        .await
+    })
+}
+
 /// How many messages wait in `lane`, claimed or not.
 pub async fn depth(store: &Store, lane: &str) -> Result<u64, sqlx::Error> {
     let n: i64 = crate::on_read!(store, |pool| {

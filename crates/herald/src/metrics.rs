@@ -1,0 +1,89 @@
+//! `/metrics` in the Prometheus text format, and the middleware that counts HTTP requests.
+//!
+//! Counters and histograms are this process's (every role serves them): HTTP requests by route
+//! and status, GraphQL root fields by outcome, message events recorded by dispatch by channel,
+//! account and event, supplier call latency, token refreshes. Gauges are read from the store
+//! when scraped, so every instance reports the same: each lane's queue (waiting and due) and
+//! each projection's lag behind the log.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use telemetry::Gauge;
+
+use crate::server::AppState;
+
+/// Counts a request and its latency, by the route it matched.
+pub async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    telemetry::counter(
+        "herald_http_requests_total",
+        "HTTP requests by method, route and status.",
+        &[("method", &method), ("route", &route), ("status", &status)],
+        1,
+    );
+    telemetry::observe(
+        "herald_http_request_duration_seconds",
+        "HTTP request latency by route.",
+        &[("route", &route)],
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut gauges = Vec::new();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    match store::queue::depths(&state.store, now_ms).await {
+        Ok(lanes) => {
+            for (lane, waiting, due) in lanes {
+                gauges.push(Gauge {
+                    name: "herald_queue_messages",
+                    help: "Messages in the dispatch queue, by lane.",
+                    labels: vec![("lane", lane.clone())],
+                    value: waiting as f64,
+                });
+                gauges.push(Gauge {
+                    name: "herald_queue_due_messages",
+                    help: "Messages in the dispatch queue that are due now, by lane.",
+                    labels: vec![("lane", lane)],
+                    value: due as f64,
+                });
+            }
+        }
+        Err(error) => tracing::warn!(%error, "reading the queue for /metrics failed"),
+    }
+    for projection in projections::Projection::ALL {
+        match projections::lag::lag(
+            &state.store,
+            projection.subscription(),
+            projection.category(),
+        )
+        .await
+        {
+            Ok(lag) => gauges.push(Gauge {
+                name: "herald_projection_lag_events",
+                help: "About how many events each projection has still to apply.",
+                labels: vec![("projection", projection.name().to_owned())],
+                value: lag.behind() as f64,
+            }),
+            Err(error) => tracing::warn!(%error, "reading a projection's lag for /metrics failed"),
+        }
+    }
+    let mut response = telemetry::global().render(&gauges).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
