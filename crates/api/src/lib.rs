@@ -26,6 +26,12 @@ use store::Store;
 
 pub use commands::keys::Caller;
 
+/// The trace a request belongs to (W3C trace id, 32 lowercase hex digits): from the caller's
+/// `traceparent` header, or new. The transport attaches it; sends record it in their events'
+/// metadata, so dispatch logs the same id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceId(pub String);
+
 /// What every resolver can reach.
 pub struct ApiState {
     pub store: Store,

@@ -69,6 +69,8 @@ pub struct SendContext<'a> {
     pub store: &'a Store,
     pub links: &'a LinkSigner,
     pub limits: &'a SendLimits,
+    /// The trace the request belongs to, recorded in the events' metadata.
+    pub trace_id: Option<&'a str>,
 }
 
 pub async fn send(
@@ -100,9 +102,12 @@ pub async fn send(
         .info
         .as_ref()
         .ok_or_else(|| CommandError::internal("a sendable template has info"))?;
-    let metadata = EventMetadata::new(tenant.clone())
+    let mut metadata = EventMetadata::new(tenant.clone())
         .with_correlation_id(request_id.as_str())
         .with_actor(actor);
+    if let Some(trace_id) = cx.trace_id {
+        metadata = metadata.with_trace_id(trace_id);
+    }
 
     let mut appends = Vec::new();
     let mut sent = Vec::new();

@@ -24,6 +24,7 @@ use store::{EventStore, ExpectedVersion, NewEvent, Store, StreamAppend};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::accounts::{Account, Accounts};
 use crate::policy::{self, Limits, NightAction, NightWindow};
@@ -150,13 +151,22 @@ pub async fn run_lane(
             for message in claimed {
                 let context = Arc::clone(&context);
                 let options = Arc::clone(&current);
-                in_flight.spawn(async move {
-                    if let Err(error) =
-                        process(&context.0, &context.1, &context.2, &message, &options).await
-                    {
-                        tracing::warn!(%error, message_id = %message.message_id, "dispatch failed; the lease will expire and it is retried");
+                let span = tracing::info_span!(
+                    "dispatch",
+                    message_id = %message.message_id,
+                    lane = %lane,
+                    trace_id = tracing::field::Empty
+                );
+                in_flight.spawn(
+                    async move {
+                        if let Err(error) =
+                            process(&context.0, &context.1, &context.2, &message, &options).await
+                        {
+                            tracing::warn!(%error, "dispatch failed; the lease will expire and it is retried");
+                        }
                     }
-                });
+                    .instrument(span),
+                );
             }
         }
         if claimed_all {
@@ -195,7 +205,22 @@ pub enum ProcessError {
 
 /// A message's state folded from its stream, and the stream's version.
 pub(crate) async fn load(store: &Store, stream: &str) -> Result<(MessageState, u64), ProcessError> {
+    load_traced(store, stream)
+        .await
+        .map(|(state, version, _)| (state, version))
+}
+
+/// [`load`], with the trace id the message was accepted under, if its sender gave one.
+async fn load_traced(
+    store: &Store,
+    stream: &str,
+) -> Result<(MessageState, u64, Option<String>), ProcessError> {
     let recorded = store.read_stream(stream, 1, 10_000).await?;
+    let trace_id = recorded.first().and_then(|r| {
+        serde_json::from_str::<EventMetadata>(&r.metadata)
+            .ok()
+            .and_then(|m| m.trace_id)
+    });
     let mut state = MessageState::default();
     for r in &recorded {
         let data = r
@@ -205,7 +230,7 @@ pub(crate) async fn load(store: &Store, stream: &str) -> Result<(MessageState, u
             .map_err(|e| ProcessError::Decode(e.to_string()))?;
         state = domain::message_state::apply(state, &event)?;
     }
-    Ok((state, recorded.len() as u64))
+    Ok((state, recorded.len() as u64, trace_id))
 }
 
 /// What the queue row becomes with the outcome.
@@ -228,10 +253,13 @@ pub async fn process(
 ) -> Result<(), ProcessError> {
     let retry = options.retry;
     let stream = format!("message-{}", claimed.message_id);
-    let (state, _) = load(store, &stream).await?;
+    let (state, _, trace_id) = load_traced(store, &stream).await?;
     let Some(accepted) = state.accepted.clone() else {
         return finish(store, &stream, Next::Remove).await;
     };
+    if let Some(trace_id) = &trace_id {
+        tracing::Span::current().record("trace_id", trace_id.as_str());
+    }
     if !matches!(
         state.status,
         Some(DeliveryStatus::Accepted | DeliveryStatus::Deferred)
@@ -243,9 +271,12 @@ pub async fn process(
     if let Some(until) = state.deferred_until.filter(|until| *until > now) {
         return finish(store, &stream, Next::Reschedule(until)).await;
     }
-    let metadata = EventMetadata::new(accepted.tenant.clone())
+    let mut metadata = EventMetadata::new(accepted.tenant.clone())
         .with_correlation_id(accepted.request_id.to_string())
         .with_actor("dispatch");
+    if let Some(trace_id) = trace_id {
+        metadata = metadata.with_trace_id(trace_id);
+    }
     // A receipt came in for an attempt recorded as failed (the answer was lost, the message
     // went out): it was dispatched, and must not be sent again.
     if let (Some(_), Some(failure)) = (state.last_receipt, &state.last_failure) {
@@ -414,6 +445,24 @@ pub async fn process(
         ],
         elapsed.as_secs_f64(),
     );
+    match &result {
+        Ok(_) => tracing::debug!(
+            account = %account.id,
+            receiver = %accepted.receiver.masked(),
+            attempt,
+            latency_ms,
+            "handed to the supplier"
+        ),
+        Err(error) => tracing::info!(
+            account = %account.id,
+            receiver = %accepted.receiver.masked(),
+            attempt,
+            latency_ms,
+            code = error.code(),
+            %error,
+            "the supplier refused or failed"
+        ),
+    }
     let delivers = account.supplier.delivers_on_send();
     let queries_receipts = account.supplier.queries_receipts();
     let account_id = account.id.clone();

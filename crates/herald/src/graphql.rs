@@ -18,6 +18,7 @@ pub async fn graphiql() -> Html<&'static str> {
 
 pub async fn graphql(
     State(state): State<AppState>,
+    trace: Option<axum::Extension<api::TraceId>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -56,7 +57,11 @@ pub async fn graphql(
             );
         }
     };
-    let mut response = state.schema.execute(request.data(caller)).await;
+    let mut request = request.data(caller);
+    if let Some(axum::Extension(trace)) = trace {
+        request = request.data(trace);
+    }
+    let mut response = state.schema.execute(request).await;
     for e in &mut response.errors {
         // Parse and validation errors come from the GraphQL engine without a code: they are the
         // caller's to fix.

@@ -6,6 +6,8 @@
 //! - [`graphql`]: `/graphql`, with authentication, rate and size limits.
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`metrics`]: `/metrics` (Prometheus text) and the HTTP request counter.
+//! - [`requests`]: each request's span and trace id (`traceparent`).
+//! - [`logs`]: the log writer that masks receivers.
 //! - [`clicks`]: `/c/{token}`, tracked links followed.
 //! - [`uploads`]: `/uploads`, crowd-send audience files.
 //! - [`callbacks`]: `/callbacks/{account}`, where suppliers push receipts.
@@ -24,10 +26,12 @@ pub mod clicks;
 pub mod config;
 pub mod graphql;
 pub mod health;
+pub mod logs;
 pub mod metrics;
 pub mod portability;
 pub mod reconcile;
 pub mod replay;
+pub mod requests;
 pub mod roles;
 pub mod server;
 pub mod trace;

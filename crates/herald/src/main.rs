@@ -42,7 +42,7 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(herald::logs::MaskedStderr);
     if config.log.format == "json" {
         subscriber.json().init();
     } else {

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::{callbacks, clicks, graphql, health, metrics, uploads};
+use crate::{callbacks, clicks, graphql, health, metrics, requests, uploads};
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -118,6 +118,7 @@ pub fn app(state: AppState) -> Router {
             "/uploads",
             post(uploads::upload).layer(DefaultBodyLimit::max(upload_limit)),
         )
+        .route_layer(axum::middleware::from_fn(requests::trace))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }

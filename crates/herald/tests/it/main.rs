@@ -15,6 +15,7 @@ mod graphql;
 mod inbox;
 mod isolation;
 mod limits;
+mod logs;
 mod metrics;
 mod portability;
 mod readme;

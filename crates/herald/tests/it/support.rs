@@ -56,6 +56,38 @@ pub async fn serve(mut command: Command) -> Server {
     Server { child, address }
 }
 
+/// [`serve`] with JSON logs (`log.format = "json"`), keeping every log line it writes.
+pub async fn serve_logged(
+    mut command: Command,
+) -> (Server, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let address = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            kept.lock().unwrap().push(line.clone());
+            let json: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+            if let Some(address) = json["fields"]["address"].as_str() {
+                return address.parse().unwrap();
+            }
+        }
+        panic!("herald exited before listening");
+    })
+    .await
+    .expect("herald did not listen within 10 seconds");
+    let sink = std::sync::Arc::clone(&kept);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (Server { child, address }, kept)
+}
+
 /// A plain HTTP/1.1 GET: status and body.
 pub async fn get(address: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
