@@ -12,6 +12,7 @@
 //! - [`reconcile`]: `herald reconcile`, an account's day beside the supplier's bill.
 //! - [`replay`]: `herald replay`, projections rebuilt with a progress line.
 //! - [`trace`]: `herald trace`, one message as a table.
+//! - [`crowd`]: `herald crowd status`, a crowd send's progress.
 //! - [`cli`]: the command-line interface that `main` runs.
 //! - [`bench`]: `herald bench`, the project's own benchmark.
 
@@ -20,6 +21,7 @@ pub mod callbacks;
 pub mod cli;
 pub mod clicks;
 pub mod config;
+pub mod crowd;
 pub mod graphql;
 pub mod health;
 pub mod reconcile;

@@ -106,7 +106,7 @@ fn render(progress: &Progress) -> String {
     )
 }
 
-fn clock(seconds: u64) -> String {
+pub(crate) fn clock(seconds: u64) -> String {
     if seconds >= 3600 {
         format!(
             "{}:{:02}:{:02}",
@@ -120,7 +120,7 @@ fn clock(seconds: u64) -> String {
 }
 
 /// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
