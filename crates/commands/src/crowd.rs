@@ -65,6 +65,20 @@ pub async fn load(
     }
 }
 
+/// A crowd send's state and its stream's version, whichever tenant's it is: for the operator's
+/// tools (`herald crowd status`), never for a caller of the API. `None` when there is none.
+pub async fn load_of_any_tenant(
+    store: &Store,
+    id: CrowdId,
+) -> Result<Option<(CrowdState, u64)>, CommandError> {
+    let (history, version) = events::load::<CrowdEvent>(store, &id.stream_name()).await?;
+    if history.is_empty() {
+        return Ok(None);
+    }
+    let state = crowd_state::fold(&history).map_err(CommandError::internal)?;
+    Ok(state.scheduled.is_some().then_some((state, version)))
+}
+
 /// Schedules a crowd send; a repeated request id answers the first send (`true` when it did).
 pub async fn schedule(
     store: &Store,

@@ -1,7 +1,7 @@
 //! The command line: `herald serve`, `herald migrate`, the administration of tenants and API
 //! keys (`herald tenant`, `herald apikey`), the operator's tools on the read models
-//! (`herald reconcile`, `herald replay`, `herald trace`), and moving a store (`herald export`,
-//! `herald import`).
+//! (`herald reconcile`, `herald replay`, `herald trace`, `herald crowd status`), and moving a
+//! store (`herald export`, `herald import`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -125,6 +125,11 @@ pub enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Crowd sends.
+    Crowd {
+        #[command(subcommand)]
+        command: CrowdCommand,
+    },
 }
 
 /// A failure that ends the process with its own exit status; `message` (if any) is printed as
@@ -158,6 +163,22 @@ pub enum Role {
 /// Whether `roles` include `role`.
 pub fn runs(roles: &[Role], role: Role) -> bool {
     roles.iter().any(|r| *r == role || *r == Role::All)
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CrowdCommand {
+    /// Show a crowd send's schedule and the progress of its current (or last) run.
+    /// Exits 2 when the id is malformed or there is no such crowd send.
+    Status {
+        /// The crowd send id.
+        id: String,
+        /// Redraw every second until the send is finished, cancelled or its run failed.
+        #[arg(long)]
+        watch: bool,
+        /// Print one JSON object instead of the table (with --watch, one line per change).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -410,6 +431,13 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
                 crate::trace::show(&store, &message_id, tenant.as_ref()).await?
             );
             Ok(())
+        }
+        Command::Crowd {
+            command: CrowdCommand::Status { id, watch, json },
+        } => {
+            let store = open_store(&config).await?;
+            let show = crate::crowd::Show { watch, json };
+            crate::crowd::status(&store, &id, show, &shutdown).await
         }
         Command::Apikey {
             command: ApikeyCommand::Revoke { key_id },

@@ -16,6 +16,7 @@
 //! - [`replay`]: `herald replay`, projections rebuilt with a progress line.
 //! - [`trace`]: `herald trace`, one message as a table.
 //! - [`portability`]: `herald export` and `herald import`, a whole store as one NDJSON file.
+//! - [`crowd`]: `herald crowd status`, a crowd send's progress.
 //! - [`cli`]: the command-line interface that `main` runs.
 //! - [`bench`]: `herald bench`, the project's own benchmark.
 
@@ -24,6 +25,7 @@ pub mod callbacks;
 pub mod cli;
 pub mod clicks;
 pub mod config;
+pub mod crowd;
 pub mod graphql;
 pub mod health;
 pub mod logs;

@@ -106,7 +106,7 @@ fn render(progress: &Progress) -> String {
     )
 }
 
-fn clock(seconds: u64) -> String {
+pub(crate) fn clock(seconds: u64) -> String {
     if seconds >= 3600 {
         format!(
             "{}:{:02}:{:02}",
