@@ -215,6 +215,7 @@ async fn measure(
             "messages": dispatched,
             "per_sec": round(dispatched as f64 / elapsed),
             "backlog_at_start": backlog_before,
+            "concurrency": DISPATCH_CONCURRENCY,
         },
         "projections": {
             "events": projected,
@@ -318,6 +319,9 @@ impl Database {
     }
 }
 
+/// Messages in flight per dispatch lane in the bench's configuration (`dispatch.concurrency`).
+const DISPATCH_CONCURRENCY: usize = 64;
+
 fn config_file(url: &str, redis: &str) -> String {
     format!(
         r#"# Written by herald bench.
@@ -338,6 +342,8 @@ max_receivers_per_item = 100
 max_body_bytes = 8388608
 
 [dispatch]
+# Messages in flight per lane: the supplier answers at once, so this bounds the rate.
+concurrency = {concurrency}
 # Dedup and the frequency cap stay on; every bench message has its own receiver.
 dedup_window_secs = 300
 frequency_cap = 5
@@ -350,7 +356,8 @@ credentials = {{ secret = "bench-secret" }}
 # A limit the bench never reaches, so the shared token bucket is asked on every send.
 rate_limit_per_sec = 1000000.0
 "#,
-        prefix = uuid::Uuid::now_v7().simple()
+        prefix = uuid::Uuid::now_v7().simple(),
+        concurrency = DISPATCH_CONCURRENCY,
     )
 }
 

@@ -43,8 +43,10 @@ pub async fn lag(
     // The newest event of the category, walking the log-order index backwards.
     let head: Option<(i64, i64)> = match store {
         Store::Postgres(s) => sqlx::query_as(
-            "SELECT transaction_id::text::int8, global_position FROM events WHERE category = $1 \
-                 ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+            // `e.`: a bare `transaction_id` would name the text-cast output column, and
+            // sorting by that cannot use the log-order index (a scan of the whole log).
+            "SELECT e.transaction_id::text::int8, e.global_position FROM events e \
+                 WHERE e.category = $1 ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1",
         )
         .bind(category)
         .fetch_optional(s.pool())
