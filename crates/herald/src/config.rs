@@ -615,4 +615,35 @@ mod tests {
         assert!(format!("{flag:#}").contains("true or false"));
         assert!(load(Some("listen = 5"), &[]).is_err());
     }
+
+    #[test]
+    fn alert_rules_load_with_defaults_and_are_checked() {
+        let robot = "[[accounts]]\nid = \"ops\"\nchannel = \"DINGTALK_ROBOT\"\nsupplier = \"dingtalk_robot\"\n";
+        let rule = "[[alerts]]\nname = \"sms\"\nkind = \"failure_ratio\"\nchannel = \"SMS\"\nthreshold = 0.05\nnotify_account = \"ops\"\nnotify_receiver = \"https://oapi.dingtalk.com/robot/send?access_token=x\"\n";
+        let config = load(Some(&format!("{robot}{rule}")), &[]).expect("loads");
+        assert_eq!(config.alerting.interval_ms, 30_000);
+        let loaded = &config.alerts[0];
+        assert_eq!(loaded.kind, AlertKind::FailureRatio);
+        assert_eq!(loaded.channel, Some(domain::Channel::Sms));
+        assert_eq!((loaded.window_secs, loaded.min_messages), (300, 20));
+
+        let no_robot = load(Some(rule), &[]).expect_err("unknown account refused");
+        assert!(
+            format!("{no_robot:#}").contains("notify_account"),
+            "{no_robot:#}"
+        );
+        let ratio = rule.replace("0.05", "5.0");
+        let ratio = load(Some(&format!("{robot}{ratio}")), &[]).expect_err("ratio above 1");
+        assert!(format!("{ratio:#}").contains("threshold"), "{ratio:#}");
+        let twice = load(Some(&format!("{robot}{rule}{rule}")), &[]).expect_err("same name");
+        assert!(format!("{twice:#}").contains("repeated"), "{twice:#}");
+        let typo = rule.replace("threshold", "treshold");
+        assert!(load(Some(&format!("{robot}{typo}")), &[]).is_err());
+        let url = rule.replace(
+            "https://oapi.dingtalk.com/robot/send?access_token=x",
+            "nope",
+        );
+        let url = load(Some(&format!("{robot}{url}")), &[]).expect_err("not a URL");
+        assert!(format!("{url:#}").contains("notify_receiver"), "{url:#}");
+    }
 }
