@@ -246,6 +246,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
             let mut dispatch =
                 crate::roles::start_dispatch(&state.store, &config, options, &shutdown)?;
             let mut crowds = crate::roles::start_crowds(&state, &config, &shutdown)?;
+            let mut alerts = crate::alerts::start(&state.store, &config, &shutdown)?;
             let reload = cli.clone();
             tokio::spawn(crate::roles::watch_config(
                 cli.config.clone(),
@@ -267,6 +268,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
             let drained = async {
                 while dispatch.join_next().await.is_some() {}
                 while crowds.join_next().await.is_some() {}
+                while alerts.join_next().await.is_some() {}
                 while projections.join_next().await.is_some() {}
             };
             if tokio::time::timeout(std::time::Duration::from_secs(30), drained)

@@ -22,6 +22,9 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub sandbox: SandboxConfig,
     pub crowd: CrowdConfig,
+    pub alerting: AlertingConfig,
+    /// Alert rules, `[[alerts]]` in the file (see [`AlertRule`]).
+    pub alerts: Vec<AlertRule>,
     /// Supplier accounts, `[[accounts]]` in the file. A credential written `env:NAME` is read
     /// from the environment variable NAME, so secrets stay out of the file.
     pub accounts: Vec<dispatch::accounts::AccountConfig>,
@@ -154,6 +157,67 @@ impl Default for CrowdConfig {
     }
 }
 
+/// `[alerting]`: how often the dispatch role evaluates the `[[alerts]]` rules.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingConfig {
+    /// Milliseconds between two evaluations of every rule.
+    pub interval_ms: u64,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            interval_ms: 30_000,
+        }
+    }
+}
+
+/// What an alert rule watches.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// `MessageFailed` / (`MessageDispatched` + `MessageFailed`) over the last `window_secs`,
+    /// optionally of one channel and account; `threshold` is a ratio (0.05 is 5 %).
+    FailureRatio,
+    /// Events some projection has still to apply; `threshold` is a number of events.
+    ProjectionLag,
+}
+
+/// `[[alerts]]`: a rule that, when its value is above `threshold`, sends a text through the
+/// robot account `notify_account` to `notify_receiver`, at most once per `window_secs`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    pub name: String,
+    pub kind: AlertKind,
+    /// failure_ratio only: count only this channel's messages.
+    #[serde(default)]
+    pub channel: Option<domain::Channel>,
+    /// failure_ratio only: count only the messages last tried through this account.
+    #[serde(default)]
+    pub account: Option<String>,
+    pub threshold: f64,
+    /// The window measured (the last `window_secs`) and the period at most one alert is sent in.
+    #[serde(default = "default_alert_window")]
+    pub window_secs: u64,
+    /// failure_ratio only: fewer outcomes than this in the window never alert.
+    #[serde(default = "default_alert_min_messages")]
+    pub min_messages: u64,
+    /// The id of a `dingtalk_robot` or `wecom_robot` account in `[[accounts]]`.
+    pub notify_account: String,
+    /// The robot's webhook URL.
+    pub notify_receiver: String,
+}
+
+fn default_alert_window() -> u64 {
+    300
+}
+
+fn default_alert_min_messages() -> u64 {
+    20
+}
+
 /// `[sandbox]`: tenants (or the whole deployment) that send only to whitelisted receivers;
 /// their other messages end in `MessageDiscarded` with `NOT_WHITELISTED`. Reloads live.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -230,6 +294,8 @@ impl Default for Config {
             dispatch: DispatchConfig::default(),
             sandbox: SandboxConfig::default(),
             crowd: CrowdConfig::default(),
+            alerting: AlertingConfig::default(),
+            alerts: Vec::new(),
             accounts: Vec::new(),
         }
     }
@@ -422,6 +488,56 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("log.format must be text or json, not {:?}", self.log.format);
         }
+        self.validate_alerts()
+    }
+
+    fn validate_alerts(&self) -> anyhow::Result<()> {
+        if self.alerting.interval_ms == 0 {
+            bail!("alerting.interval_ms must be at least 1");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for rule in &self.alerts {
+            let name = &rule.name;
+            if name.trim().is_empty() || !names.insert(name.as_str()) {
+                bail!("alerts: every rule needs a name of its own, {name:?} is empty or repeated");
+            }
+            if rule.window_secs == 0 {
+                bail!("alerts {name:?}: window_secs must be at least 1");
+            }
+            let threshold_ok = match rule.kind {
+                AlertKind::FailureRatio => rule.threshold >= 0.0 && rule.threshold < 1.0,
+                AlertKind::ProjectionLag => rule.threshold >= 0.0 && rule.threshold.is_finite(),
+            };
+            if !threshold_ok {
+                bail!(
+                    "alerts {name:?}: threshold must be a ratio from 0 up to 1 for failure_ratio, \
+                     a number of events for projection_lag, not {}",
+                    rule.threshold
+                );
+            }
+            if rule.kind == AlertKind::ProjectionLag
+                && (rule.channel.is_some() || rule.account.is_some())
+            {
+                bail!("alerts {name:?}: channel and account filter failure_ratio rules only");
+            }
+            let robot = self
+                .accounts
+                .iter()
+                .find(|a| a.id == rule.notify_account)
+                .filter(|a| matches!(a.supplier.as_str(), "dingtalk_robot" | "wecom_robot"));
+            if robot.is_none() {
+                bail!(
+                    "alerts {name:?}: notify_account {:?} must be the id of a dingtalk_robot or \
+                     wecom_robot account",
+                    rule.notify_account
+                );
+            }
+            if domain::Receiver::parse(domain::ReceiverIdType::WebhookUrl, &rule.notify_receiver)
+                .is_err()
+            {
+                bail!("alerts {name:?}: notify_receiver must be the robot's webhook URL");
+            }
+        }
         Ok(())
     }
 }
@@ -498,5 +614,36 @@ mod tests {
             load(None, &[("HERALD_DATABASE_MIGRATE_ON_START", "maybe")]).expect_err("bad bool");
         assert!(format!("{flag:#}").contains("true or false"));
         assert!(load(Some("listen = 5"), &[]).is_err());
+    }
+
+    #[test]
+    fn alert_rules_load_with_defaults_and_are_checked() {
+        let robot = "[[accounts]]\nid = \"ops\"\nchannel = \"DINGTALK_ROBOT\"\nsupplier = \"dingtalk_robot\"\n";
+        let rule = "[[alerts]]\nname = \"sms\"\nkind = \"failure_ratio\"\nchannel = \"SMS\"\nthreshold = 0.05\nnotify_account = \"ops\"\nnotify_receiver = \"https://oapi.dingtalk.com/robot/send?access_token=x\"\n";
+        let config = load(Some(&format!("{robot}{rule}")), &[]).expect("loads");
+        assert_eq!(config.alerting.interval_ms, 30_000);
+        let loaded = &config.alerts[0];
+        assert_eq!(loaded.kind, AlertKind::FailureRatio);
+        assert_eq!(loaded.channel, Some(domain::Channel::Sms));
+        assert_eq!((loaded.window_secs, loaded.min_messages), (300, 20));
+
+        let no_robot = load(Some(rule), &[]).expect_err("unknown account refused");
+        assert!(
+            format!("{no_robot:#}").contains("notify_account"),
+            "{no_robot:#}"
+        );
+        let ratio = rule.replace("0.05", "5.0");
+        let ratio = load(Some(&format!("{robot}{ratio}")), &[]).expect_err("ratio above 1");
+        assert!(format!("{ratio:#}").contains("threshold"), "{ratio:#}");
+        let twice = load(Some(&format!("{robot}{rule}{rule}")), &[]).expect_err("same name");
+        assert!(format!("{twice:#}").contains("repeated"), "{twice:#}");
+        let typo = rule.replace("threshold", "treshold");
+        assert!(load(Some(&format!("{robot}{typo}")), &[]).is_err());
+        let url = rule.replace(
+            "https://oapi.dingtalk.com/robot/send?access_token=x",
+            "nope",
+        );
+        let url = load(Some(&format!("{robot}{url}")), &[]).expect_err("not a URL");
+        assert!(format!("{url:#}").contains("notify_receiver"), "{url:#}");
     }
 }

@@ -20,6 +20,7 @@
 //! - [`cli`]: the command-line interface that `main` runs.
 //! - [`bench`]: `herald bench`, the project's own benchmark.
 
+pub mod alerts;
 pub mod bench;
 pub mod callbacks;
 pub mod cli;

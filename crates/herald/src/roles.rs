@@ -247,7 +247,7 @@ pub fn start_crowds(
 }
 
 /// The cache, retried every two seconds until it answers or `shutdown`.
-async fn connect_cache(
+pub(crate) async fn connect_cache(
     redis_url: &str,
     prefix: &str,
     shutdown: &CancellationToken,
@@ -323,9 +323,11 @@ pub async fn watch_config(
                     || config.database != current.database
                     || config.listen != current.listen
                     || config.cache != current.cache
+                    || config.alerts != current.alerts
+                    || config.alerting != current.alerting
                 {
                     tracing::warn!(
-                        "the configuration changed outside what reloads live (accounts, database, cache, listen): restart Herald to apply it"
+                        "the configuration changed outside what reloads live (accounts, database, cache, listen, alerts): restart Herald to apply it"
                     );
                 }
                 tracing::info!(

@@ -198,9 +198,11 @@ pub async fn spawn_on(
     let mut dispatch = herald::roles::start_dispatch(&store, &config, options, &shutdown).unwrap();
     let mut projections = herald::roles::start_projections(&store, &shutdown);
     let mut crowds = herald::roles::start_crowds(&state, &config, &shutdown).unwrap();
+    let mut alerts = herald::alerts::start(&store, &config, &shutdown).unwrap();
     // One set owns every role, so dropping the app stops them.
     dispatch.spawn(async move { while projections.join_next().await.is_some() {} });
     dispatch.spawn(async move { while crowds.join_next().await.is_some() {} });
+    dispatch.spawn(async move { while alerts.join_next().await.is_some() {} });
     tokio::spawn(server::run(listener, state, shutdown.clone()));
     TestApp {
         address,

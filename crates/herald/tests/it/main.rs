@@ -1,6 +1,7 @@
 //! The `herald` binary, run as a user runs it: a real process, real sockets, real databases.
 #![allow(clippy::unwrap_used)]
 
+mod alerts;
 mod app;
 mod bench;
 mod cli;
