@@ -48,6 +48,11 @@ const POSTGRES: &[Source] = &[
         "uploads and crowd sends",
         include_str!("../../../migrations/postgres/0008_uploads_and_crowd_sends.sql"),
     ),
+    (
+        9,
+        "message timeline by kind and time",
+        include_str!("../../../migrations/postgres/0009_message_timeline_at.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[
@@ -90,6 +95,11 @@ const SQLITE: &[Source] = &[
         8,
         "uploads and crowd sends",
         include_str!("../../../migrations/sqlite/0008_uploads_and_crowd_sends.sql"),
+    ),
+    (
+        9,
+        "message timeline by kind and time",
+        include_str!("../../../migrations/sqlite/0009_message_timeline_at.sql"),
     ),
 ];
 
