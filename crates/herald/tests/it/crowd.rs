@@ -33,26 +33,7 @@ async fn template(app: &TestApp) -> (String, String) {
 
 /// Uploads `csv` as multipart form data; the answer's status and JSON.
 pub(crate) async fn upload(app: &TestApp, key: &str, csv: &[u8]) -> (u16, Value) {
-    let boundary = "herald-test-boundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"audience.csv\"\r\nContent-Type: text/csv\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(csv);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let response = reqwest::Client::new()
-        .post(format!("http://{}/uploads", app.address))
-        .header("Authorization", format!("Bearer {key}"))
-        .header(
-            "Content-Type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    crate::crowd_crash::upload_to(app.address, key, csv.to_vec()).await
 }
 
 async fn crowd_send(app: &TestApp, key: &str, input: Value) -> Value {
