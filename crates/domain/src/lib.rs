@@ -7,6 +7,7 @@
 //! Layout:
 //! - [`ids`]: message, template and event ids; tenant and request ids; stream names.
 //! - [`channel`]: the closed vocabularies of a template (channel, message type, receiver id type, shield type).
+//! - [`channel_account`]: channel accounts managed at run time: their events, state and `decide`.
 //! - [`receiver`]: receivers validated and normalised for their id type, and masked for logs.
 //! - [`attachment`]: email attachments, named by an http(s) URL and fetched at send time.
 //! - [`template`]: content models, `${name}` placeholders, rendering and link extraction.
@@ -29,6 +30,7 @@
 
 pub mod attachment;
 pub mod channel;
+pub mod channel_account;
 pub mod cron;
 pub mod crowd;
 pub mod crowd_state;
@@ -47,6 +49,10 @@ pub mod wire;
 
 pub use attachment::Attachment;
 pub use channel::{Channel, MessageType, ReceiverIdType, ShieldType, lane};
+pub use channel_account::{
+    AccountPatch, AccountSpec, ChannelAccountCommand, ChannelAccountError, ChannelAccountEvent,
+    ChannelAccountState,
+};
 pub use crowd::{CrowdEvent, CrowdId};
 pub use crowd_state::{CrowdState, CrowdStatus};
 pub use ids::{EventId, IdError, MessageId, RequestId, TemplateId, TenantId, send_stream_name};
