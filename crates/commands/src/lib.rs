@@ -2,6 +2,8 @@
 //! stream, `decide` in the pure domain, append with the expected version.
 //!
 //! - [`error`]: the coded error every command returns.
+//! - [`accounts`]: channel accounts made at run time, with their audit trail.
+//! - [`secrets`]: secrets sealed with AES-256-GCM under a key from the environment.
 //! - [`links`]: signed click-tracking links.
 //! - [`keys`]: tenants and API keys (hashed at rest, shown once).
 //! - [`templates`]: the template aggregate's commands and queries.
@@ -12,6 +14,7 @@
 //! - [`crowd`]: crowd sends: scheduled, cancelled, and their progress.
 //! - [`crowd_run`]: a crowd send's run: its file read in batches, each batch of rows made messages.
 
+pub mod accounts;
 pub mod clicks;
 pub mod crowd;
 pub mod crowd_run;
@@ -21,6 +24,7 @@ pub mod events;
 pub mod keys;
 pub mod links;
 pub mod recall;
+pub mod secrets;
 pub mod send;
 pub mod settings;
 pub mod templates;
