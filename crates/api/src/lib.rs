@@ -4,10 +4,12 @@
 //! - [`types`]: the GraphQL objects, inputs and enums.
 //! - [`templates`], [`sending`], [`messages`], [`stats`] (statistics, reconciliation and the
 //!   projections' lag), [`inbox`], [`crowd`] (crowd sends): the resolvers, one root object per feature, merged below.
+//! - [`channel_accounts`]: channel accounts made and changed at run time (`admin` scope).
 //! - [`errors`]: how command errors become `extensions.code`.
 //! - [`rate`]: the per-key request rate limit.
 //! - [`metrics`]: counts root fields by outcome for `/metrics`.
 
+pub mod channel_accounts;
 pub mod crowd;
 pub mod errors;
 pub mod inbox;
@@ -37,6 +39,16 @@ pub struct ApiState {
     pub store: Store,
     pub links: LinkSigner,
     pub send_limits: SendLimits,
+    pub accounts: AccountsAdmin,
+}
+
+/// What the channel-account mutations need beside the store.
+#[derive(Clone)]
+pub struct AccountsAdmin {
+    /// Seals secrets; without a key, accounts with secrets are refused (`SECRET_KEY_MISSING`).
+    pub keyring: commands::secrets::Keyring,
+    /// What suppliers need, and the configuration file's accounts.
+    pub catalog: std::sync::Arc<dyn commands::accounts::AccountCatalog>,
 }
 
 #[derive(MergedObject, Default)]
@@ -47,6 +59,7 @@ pub struct QueryRoot(
     stats::StatsQuery,
     inbox::InboxQuery,
     crowd::CrowdQuery,
+    channel_accounts::ChannelAccountQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -54,6 +67,7 @@ pub struct MutationRoot(
     templates::TemplateMutation,
     sending::SendMutation,
     crowd::CrowdMutation,
+    channel_accounts::ChannelAccountMutation,
 );
 
 pub type HeraldSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::{Channel, MessageId};
+use domain::{AccountSpec, Channel, MessageId, TenantId};
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use crate::aliyun::AliyunSmsSupplier;
 use crate::dingtalk::{DingtalkRobot, DingtalkWork};
@@ -62,6 +63,40 @@ fn ten() -> u64 {
 }
 
 impl AccountConfig {
+    /// The configuration of a run-time account: its spec and its opened secrets.
+    pub fn from_spec(id: &str, spec: &AccountSpec, secrets: &BTreeMap<String, String>) -> Self {
+        AccountConfig {
+            id: id.to_owned(),
+            channel: spec.channel,
+            supplier: spec.supplier.clone(),
+            base_url: spec.base_url.clone(),
+            weight: spec.weight,
+            settings: spec.settings.clone(),
+            credentials: secrets.clone(),
+            timeout_secs: spec.timeout_secs,
+            rate_limit_per_sec: spec.rate_limit.map(|l| l.per_sec.0),
+            rate_limit_burst: spec.rate_limit.and_then(|l| l.burst),
+        }
+    }
+
+    /// The spec the API shows for a configured account (its credentials by name only).
+    pub fn spec(&self) -> AccountSpec {
+        AccountSpec {
+            channel: self.channel,
+            supplier: self.supplier.clone(),
+            base_url: self.base_url.clone(),
+            weight: self.weight,
+            settings: self.settings.clone(),
+            timeout_secs: self.timeout_secs,
+            rate_limit: self
+                .rate_limit_per_sec
+                .map(|rate| domain::channel_account::RateLimit {
+                    per_sec: domain::channel_account::PerSecond(rate),
+                    burst: self.rate_limit_burst,
+                }),
+        }
+    }
+
     /// A credential the supplier needs.
     pub fn credential(&self, name: &'static str) -> Result<&str, AccountError> {
         self.credentials
@@ -157,8 +192,14 @@ impl std::fmt::Debug for AccountConfig {
     }
 }
 
+#[derive(Clone)]
 pub struct Account {
     pub id: String,
+    /// The tenant whose templates may use it; `None` (the configuration file's accounts): every tenant.
+    pub tenant: Option<TenantId>,
+    /// A disabled account takes no new messages, but its receipts, callbacks and recalls
+    /// still work for what it sent.
+    pub enabled: bool,
     pub channel: Channel,
     pub weight: u32,
     pub supplier: Arc<dyn Supplier>,
@@ -170,6 +211,35 @@ pub struct Account {
 #[derive(Clone)]
 pub struct Accounts {
     accounts: Arc<Vec<Account>>,
+}
+
+/// The accounts as they are now: the configuration file's and the run-time ones, replaced as a
+/// whole when an admin changes one. Long-running tasks hold this and take [`current`] for each
+/// unit of work, so a change applies from the next message on and never in the middle of one.
+///
+/// [`current`]: LiveAccounts::current
+#[derive(Clone)]
+pub struct LiveAccounts(watch::Receiver<Accounts>);
+
+impl LiveAccounts {
+    /// Accounts that never change (tests, tools).
+    pub fn fixed(accounts: Accounts) -> LiveAccounts {
+        LiveAccounts(watch::channel(accounts).1)
+    }
+
+    /// Follows the accounts a sender publishes.
+    pub fn follow(receiver: watch::Receiver<Accounts>) -> LiveAccounts {
+        LiveAccounts(receiver)
+    }
+
+    pub fn current(&self) -> Accounts {
+        self.0.borrow().clone()
+    }
+
+    /// Waits for the next change; `false` once no sender is left.
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +262,46 @@ pub enum AccountError {
     Client { id: String, message: String },
 }
 
+/// One account built from its configuration: the supplier, checked against the channel.
+pub fn build(
+    config: &AccountConfig,
+    tenant: Option<TenantId>,
+    tokens: &Tokens,
+) -> Result<Account, AccountError> {
+    let supplier = build_supplier(config, tokens)?;
+    if !supplier.supports(config.channel) {
+        return Err(AccountError::WrongChannel {
+            id: config.id.clone(),
+            supplier: config.supplier.clone(),
+            channel: config.channel,
+        });
+    }
+    let rate_limit = match config.rate_limit_per_sec {
+        Some(rate) if rate.is_finite() && rate > 0.0 => {
+            let burst = config
+                .rate_limit_burst
+                .unwrap_or_else(|| rate.ceil().max(1.0) as u32);
+            Some((rate, burst.max(1)))
+        }
+        Some(rate) => {
+            return Err(AccountError::Client {
+                id: config.id.clone(),
+                message: format!("rate_limit_per_sec must be above 0, not {rate}"),
+            });
+        }
+        None => None,
+    };
+    Ok(Account {
+        id: config.id.clone(),
+        tenant,
+        enabled: true,
+        channel: config.channel,
+        weight: config.weight,
+        supplier,
+        rate_limit,
+    })
+}
+
 impl Accounts {
     /// Builds the suppliers. The in-app inbox needs no supplier account, so it is always there.
     /// Suppliers that sign in with an access token share theirs through `tokens`.
@@ -204,49 +314,49 @@ impl Accounts {
             if accounts.iter().any(|a| a.id == config.id) {
                 return Err(AccountError::Duplicate(config.id.clone()));
             }
-            let supplier = build_supplier(config, tokens)?;
-            if !supplier.supports(config.channel) {
-                return Err(AccountError::WrongChannel {
-                    id: config.id.clone(),
-                    supplier: config.supplier.clone(),
-                    channel: config.channel,
-                });
-            }
-            let rate_limit = match config.rate_limit_per_sec {
-                Some(rate) if rate.is_finite() && rate > 0.0 => {
-                    let burst = config
-                        .rate_limit_burst
-                        .unwrap_or_else(|| rate.ceil().max(1.0) as u32);
-                    Some((rate, burst.max(1)))
-                }
-                Some(rate) => {
-                    return Err(AccountError::Client {
-                        id: config.id.clone(),
-                        message: format!("rate_limit_per_sec must be above 0, not {rate}"),
-                    });
-                }
-                None => None,
-            };
-            accounts.push(Account {
-                id: config.id.clone(),
-                channel: config.channel,
-                weight: config.weight,
-                supplier,
-                rate_limit,
-            });
+            accounts.push(build(config, None, tokens)?);
         }
+        Ok(Accounts::with_inbox(accounts))
+    }
+
+    /// The configuration file's accounts (`base`) and beside them run-time accounts, each
+    /// owned by a tenant. A run-time account that cannot be built is left out and returned with
+    /// its error, so one bad account does not stop the rest.
+    pub fn with_runtime(
+        base: &Accounts,
+        runtime: Vec<(AccountConfig, TenantId, bool)>,
+        tokens: &Tokens,
+    ) -> (Accounts, Vec<AccountError>) {
+        let mut accounts: Vec<Account> = base.accounts.iter().map(Account::clone).collect();
+        let mut errors = Vec::new();
+        for (config, tenant, enabled) in runtime {
+            if accounts.iter().any(|a| a.id == config.id) {
+                errors.push(AccountError::Duplicate(config.id.clone()));
+                continue;
+            }
+            match build(&config, Some(tenant), tokens) {
+                Ok(account) => accounts.push(Account { enabled, ..account }),
+                Err(error) => errors.push(error),
+            }
+        }
+        (Accounts::with_inbox(accounts), errors)
+    }
+
+    fn with_inbox(mut accounts: Vec<Account>) -> Accounts {
         if !accounts.iter().any(|a| a.channel == Channel::Inbox) {
             accounts.push(Account {
                 id: "inbox".to_owned(),
+                tenant: None,
+                enabled: true,
                 channel: Channel::Inbox,
                 weight: 1,
                 supplier: Arc::new(InboxSupplier),
                 rate_limit: None,
             });
         }
-        Ok(Accounts {
+        Accounts {
             accounts: Arc::new(accounts),
-        })
+        }
     }
 
     /// The channels some account can send on: only their lanes get workers, so messages for a
@@ -271,26 +381,39 @@ impl Accounts {
     /// The account a template names, when it serves the channel; otherwise one of the channel's
     /// accounts chosen by weight. The choice is a function of the message id, so a message
     /// redelivered after a crash goes to the same account, and traffic splits by weight.
-    pub fn pick(&self, channel: Channel, named: &str, message: MessageId) -> Option<&Account> {
-        self.candidates(channel, named, message, |_| false)
+    pub fn pick(
+        &self,
+        channel: Channel,
+        named: &str,
+        tenant: &TenantId,
+        message: MessageId,
+    ) -> Option<&Account> {
+        self.candidates(channel, named, tenant, message, |_| false)
             .into_iter()
             .next()
     }
 
     /// The channel's accounts in the order a message tries them, leaving out those `skip`
-    /// names (accounts it has used up): first the one [`pick`](Self::pick) would choose among
+    /// names (accounts it has used up) and other tenants' accounts: first the one [`pick`](Self::pick) would choose among
     /// the rest, then the others in configuration order. Failover walks this list.
     pub fn candidates(
         &self,
         channel: Channel,
         named: &str,
+        tenant: &TenantId,
         message: MessageId,
         skip: impl Fn(&str) -> bool,
     ) -> Vec<&Account> {
         let serving: Vec<&Account> = self
             .accounts
             .iter()
-            .filter(|a| a.channel == channel && a.weight > 0 && !skip(&a.id))
+            .filter(|a| {
+                a.channel == channel
+                    && a.enabled
+                    && a.weight > 0
+                    && a.tenant.as_ref().is_none_or(|t| t == tenant)
+                    && !skip(&a.id)
+            })
             .collect();
         let first = match serving.iter().position(|a| a.id == named) {
             Some(index) => index,
@@ -332,6 +455,10 @@ impl Accounts {
 mod tests {
     use super::*;
 
+    fn tenant() -> TenantId {
+        TenantId::parse("acme").expect("a tenant id")
+    }
+
     fn account(id: &str, weight: u32) -> AccountConfig {
         let mut credentials = BTreeMap::new();
         credentials.insert("secret".to_owned(), "s".to_owned());
@@ -358,13 +485,13 @@ mod tests {
         for _ in 0..10_000 {
             let message = MessageId::generate();
             let picked = accounts
-                .pick(Channel::Webhook, "group", message)
+                .pick(Channel::Webhook, "group", &tenant(), message)
                 .expect("an account")
                 .id
                 .clone();
             assert_eq!(
                 accounts
-                    .pick(Channel::Webhook, "group", message)
+                    .pick(Channel::Webhook, "group", &tenant(), message)
                     .expect("again")
                     .id,
                 picked
@@ -378,7 +505,7 @@ mod tests {
         // A named account is used as named.
         assert_eq!(
             accounts
-                .pick(Channel::Webhook, "a", MessageId::generate())
+                .pick(Channel::Webhook, "a", &tenant(), MessageId::generate())
                 .expect("a")
                 .id,
             "a"
@@ -386,12 +513,12 @@ mod tests {
         // The inbox is always there; a channel with no account has none.
         assert!(
             accounts
-                .pick(Channel::Inbox, "", MessageId::generate())
+                .pick(Channel::Inbox, "", &tenant(), MessageId::generate())
                 .is_some()
         );
         assert!(
             accounts
-                .pick(Channel::Sms, "", MessageId::generate())
+                .pick(Channel::Sms, "", &tenant(), MessageId::generate())
                 .is_none()
         );
     }
@@ -405,9 +532,13 @@ mod tests {
         .expect("accounts");
         let ids = |skip: &[&str]| {
             accounts
-                .candidates(Channel::Webhook, "b", MessageId::generate(), |id| {
-                    skip.contains(&id)
-                })
+                .candidates(
+                    Channel::Webhook,
+                    "b",
+                    &tenant(),
+                    MessageId::generate(),
+                    |id| skip.contains(&id),
+                )
                 .iter()
                 .map(|a| a.id.as_str())
                 .collect::<Vec<_>>()
@@ -417,6 +548,42 @@ mod tests {
         // Without the named account, the weighted choice among the rest comes first.
         assert!(matches!(ids(&["b"]).as_str(), "a,c" | "c,a"));
         assert_eq!(ids(&["a", "b", "c"]), "");
+    }
+
+    #[test]
+    fn a_tenants_runtime_account_serves_only_that_tenant_and_not_once_disabled() {
+        let tokens = Tokens::in_process();
+        let base = Accounts::from_config(&[account("shared", 1)], &tokens).expect("accounts");
+        let beta = TenantId::parse("beta").expect("a tenant id");
+        let (accounts, errors) = Accounts::with_runtime(
+            &base,
+            vec![
+                (account("acme-own", 1000), tenant(), true),
+                (account("acme-off", 1000), tenant(), false),
+                (account("shared", 1), beta.clone(), true),
+            ],
+            &tokens,
+        );
+        assert!(matches!(errors.as_slice(), [AccountError::Duplicate(id)] if id == "shared"));
+        let ids = |tenant: &TenantId, named: &str| {
+            accounts
+                .candidates(
+                    Channel::Webhook,
+                    named,
+                    tenant,
+                    MessageId::generate(),
+                    |_| false,
+                )
+                .iter()
+                .map(|a| a.id.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(ids(&tenant(), "acme-own"), "acme-own,shared");
+        assert_eq!(ids(&beta, "acme-own"), "shared");
+        // Disabled: never a candidate, but still found for its receipts and recalls.
+        assert_eq!(ids(&tenant(), "acme-off"), "acme-own,shared");
+        assert!(accounts.find("acme-off").is_some_and(|a| !a.enabled));
     }
 
     #[test]

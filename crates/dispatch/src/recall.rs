@@ -11,7 +11,7 @@ use store::{
     StreamAppend,
 };
 
-use crate::accounts::Accounts;
+use crate::accounts::LiveAccounts;
 use crate::supplier::Outbound;
 
 pub const SUBSCRIPTION: &str = "dispatch-recall";
@@ -26,7 +26,7 @@ pub fn filter() -> LogFilter {
 
 pub struct Recaller {
     pub store: Store,
-    pub accounts: Accounts,
+    pub accounts: LiveAccounts,
 }
 
 impl store::Handler for Recaller {
@@ -72,9 +72,8 @@ impl Recaller {
             return Ok(None);
         }
         let dispatch = state.dispatch.clone();
-        let account = dispatch
-            .as_ref()
-            .and_then(|d| self.accounts.find(&d.account));
+        let accounts = self.accounts.current();
+        let account = dispatch.as_ref().and_then(|d| accounts.find(&d.account));
         let outbound = Outbound {
             message_id: accepted.message_id,
             tenant: &accepted.tenant,

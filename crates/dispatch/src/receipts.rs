@@ -23,7 +23,7 @@ use store::{EventStore, Store, queue};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::Accounts;
+use crate::accounts::{Accounts, LiveAccounts};
 use crate::supplier::{Outbound, SupplierReceipt};
 use crate::worker::{Next, ProcessError, append_outcome, decide_all, load};
 
@@ -136,12 +136,13 @@ pub async fn record_pushed(
 /// `shutdown`.
 pub async fn run_pulls(
     store: Store,
-    accounts: Accounts,
+    accounts: LiveAccounts,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
-        for account in accounts.all() {
+        let current = accounts.current();
+        for account in current.all() {
             // Drain: a pull returns at most a page; stop when a page comes back empty.
             loop {
                 let Some(pull) = account.supplier.pull_receipts() else {
@@ -189,7 +190,7 @@ pub async fn run_pulls(
 /// Claims messages of the receipt lane when due and asks their suppliers, until `shutdown`.
 pub async fn run_queries(
     store: Store,
-    accounts: Accounts,
+    accounts: LiveAccounts,
     worker: String,
     poll: Duration,
     first: Duration,
@@ -209,7 +210,8 @@ pub async fn run_queries(
             let context = Arc::clone(&context);
             asking.spawn(async move {
                 let stream = format!("message-{}", claimed.message_id);
-                if let Err(error) = query(&context.0, &context.1, &stream, first).await {
+                let accounts = context.1.current();
+                if let Err(error) = query(&context.0, &accounts, &stream, first).await {
                     tracing::warn!(%error, %stream, "a receipt query failed; the claim will expire and it is asked again");
                 }
             });

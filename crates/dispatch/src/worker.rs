@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::accounts::{Account, Accounts};
+use crate::accounts::{Account, Accounts, LiveAccounts};
 use crate::policy::{self, Limits, NightAction, NightWindow};
 use crate::sensitive::{SensitiveAction, SensitiveWords};
 use crate::supplier::{Outbound, SendError};
@@ -117,7 +117,7 @@ impl RetryPolicy {
 /// from the next message on.
 pub async fn run_lane(
     store: Store,
-    accounts: Accounts,
+    accounts: LiveAccounts,
     cache: Cache,
     lane: String,
     worker: String,
@@ -159,8 +159,9 @@ pub async fn run_lane(
                 );
                 in_flight.spawn(
                     async move {
+                        let accounts = context.1.current();
                         if let Err(error) =
-                            process(&context.0, &context.1, &context.2, &message, &options).await
+                            process(&context.0, &accounts, &context.2, &message, &options).await
                         {
                             tracing::warn!(%error, "dispatch failed; the lease will expire and it is retried");
                         }
@@ -485,6 +486,7 @@ pub async fn process(
             .candidates(
                 accepted.channel,
                 &accepted.account,
+                &accepted.tenant,
                 accepted.message_id,
                 |id| id == account_id || used_up(id),
             )
@@ -672,13 +674,14 @@ async fn choose<'a>(
     let candidates = accounts.candidates(
         accepted.channel,
         &accepted.account,
+        &accepted.tenant,
         accepted.message_id,
         used_up,
     );
     if candidates.is_empty() {
         return Ok(
             if accounts
-                .pick(accepted.channel, "", accepted.message_id)
+                .pick(accepted.channel, "", &accepted.tenant, accepted.message_id)
                 .is_none()
             {
                 Choice::NoAccount

@@ -19,7 +19,8 @@ pub async fn callback(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(found) = state.accounts.find(&account) else {
+    let accounts = state.accounts.current();
+    let Some(found) = accounts.find(&account) else {
         return (StatusCode::NOT_FOUND, "no such account").into_response();
     };
     let request = CallbackRequest {

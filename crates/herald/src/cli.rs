@@ -45,7 +45,12 @@ pub enum Command {
         /// What this process does, a comma list: `api` (the GraphQL API, callbacks and
         /// clicks), `dispatch` (the workers that send), `projections` (the read views), or
         /// `all`. Every role serves `/healthz` and `/readyz`.
-        #[arg(long, value_delimiter = ',', default_value = "all")]
+        #[arg(
+            long,
+            env = "HERALD_ROLE",
+            value_delimiter = ',',
+            default_value = "all"
+        )]
         role: Vec<Role>,
     },
     /// Apply pending database migrations and exit.
@@ -130,6 +135,20 @@ pub enum Command {
         #[command(subcommand)]
         command: CrowdCommand,
     },
+    /// The keys that seal the channel accounts' secrets (`HERALD_SECRET_KEY`).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Print a new random key (32 bytes, base64) for HERALD_SECRET_KEY.
+    Generate,
+    /// Seal every stored secret again under HERALD_SECRET_KEY, opening the old ones with
+    /// HERALD_SECRET_KEY_PREVIOUS: all in one transaction, so all move or none.
+    Rotate,
 }
 
 /// A failure that ends the process with its own exit status; `message` (if any) is printed as
@@ -243,8 +262,14 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
                 .with_context(|| format!("binding {}", config.listen))?;
             let options = crate::roles::dispatch_options(&config)?;
             let (sender, options) = tokio::sync::watch::channel(options);
-            let mut dispatch =
-                crate::roles::start_dispatch(&state.store, &config, options, &shutdown)?;
+            let mut dispatch = crate::roles::start_dispatch(
+                &state.store,
+                &config,
+                &state.accounts,
+                &state.tokens,
+                options,
+                &shutdown,
+            )?;
             let mut crowds = crate::roles::start_crowds(&state, &config, &shutdown)?;
             let mut alerts = crate::alerts::start(&state.store, &config, &shutdown)?;
             let reload = cli.clone();
@@ -440,6 +465,31 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
             let store = open_store(&config).await?;
             let show = crate::crowd::Show { watch, json };
             crate::crowd::status(&store, &id, show, &shutdown).await
+        }
+        Command::Keys {
+            command: KeysCommand::Generate,
+        } => {
+            println!("{}", commands::secrets::Keyring::generate());
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
+            let keyring = config
+                .security
+                .keyring()
+                .context("reading HERALD_SECRET_KEY")?;
+            let store = open_store(&config).await?;
+            let rotation = commands::accounts::rotate(&store, &keyring)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "{} secrets sealed again under key {}; {} were under it already",
+                rotation.resealed,
+                keyring.current_id().unwrap_or("?"),
+                rotation.current
+            );
+            Ok(())
         }
         Command::Apikey {
             command: ApikeyCommand::Revoke { key_id },

@@ -23,6 +23,7 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub crowd: CrowdConfig,
     pub alerting: AlertingConfig,
+    pub runtime: RuntimeConfig,
     /// Alert rules, `[[alerts]]` in the file (see [`AlertRule`]).
     pub alerts: Vec<AlertRule>,
     /// Supplier accounts, `[[accounts]]` in the file. A credential written `env:NAME` is read
@@ -237,6 +238,37 @@ pub struct SecurityConfig {
     /// Signs click-tracking links. Empty: Herald makes one on first start and keeps it in the
     /// store, so every process of a deployment shares it.
     pub link_secret: String,
+    /// Seals the run-time channel accounts' secrets: 32 bytes in base64 (`herald keys
+    /// generate`). Set it through `HERALD_SECRET_KEY` rather than in the file.
+    pub secret_key: String,
+    /// Keys of earlier rotations, a comma list (`HERALD_SECRET_KEY_PREVIOUS`): they still open
+    /// secrets until `herald keys rotate` has sealed them again under `secret_key`.
+    pub secret_key_previous: String,
+}
+
+impl SecurityConfig {
+    /// The keys for secrets at rest.
+    pub fn keyring(&self) -> anyhow::Result<commands::secrets::Keyring> {
+        let previous: Vec<&str> = self.secret_key_previous.split(',').collect();
+        Ok(commands::secrets::Keyring::new(
+            Some(self.secret_key.as_str()),
+            &previous,
+        )?)
+    }
+}
+
+/// `[runtime]`: how run-time changes (channel accounts) reach every process.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Milliseconds between two checks of the store for changed channel accounts.
+    pub poll_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { poll_ms: 1_000 }
+    }
 }
 
 impl Default for ApiConfig {
@@ -295,6 +327,7 @@ impl Default for Config {
             sandbox: SandboxConfig::default(),
             crowd: CrowdConfig::default(),
             alerting: AlertingConfig::default(),
+            runtime: RuntimeConfig::default(),
             alerts: Vec::new(),
             accounts: Vec::new(),
         }
@@ -413,6 +446,17 @@ const ENVIRONMENT: &[(&str, &[&str], Kind)] = &[
         "HERALD_SECURITY_LINK_SECRET",
         &["security", "link_secret"],
         Kind::Text,
+    ),
+    ("HERALD_SECRET_KEY", &["security", "secret_key"], Kind::Text),
+    (
+        "HERALD_SECRET_KEY_PREVIOUS",
+        &["security", "secret_key_previous"],
+        Kind::Text,
+    ),
+    (
+        "HERALD_RUNTIME_POLL_MS",
+        &["runtime", "poll_ms"],
+        Kind::Integer,
     ),
 ];
 

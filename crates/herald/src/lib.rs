@@ -36,6 +36,7 @@ pub mod reconcile;
 pub mod replay;
 pub mod requests;
 pub mod roles;
+pub mod runtime;
 pub mod server;
 pub mod trace;
 pub mod uploads;

@@ -6,7 +6,8 @@
 //! ```text
 //! {"header":{"format":"herald-export","version":1,"source_backend":"sqlite","herald_version":"0.1.0","exported_at":"…"}}
 //! {"row":{"table":"tenants","values":{"id":"acme","created_at":"…"}}}
-//! …                                   (tenants, api_keys, template_index, herald_settings, uploads,
+//! …                                   (tenants, api_keys, template_index, herald_settings,
+//!                                      channel_accounts, account_secrets (sealed), uploads,
 //!                                      upload_chunks, crowd_schedule, dispatch_queue's receipt lane)
 //! {"event":{"stream_id":"message-…","stream_position":1,"event_id":"…","event_type":"MessageAccepted","schema_version":1,"data":{…},"metadata":{…},"recorded_at":"…"}}
 //! …                                   (every event, in log order)
@@ -93,6 +94,11 @@ enum Row {
     ApiKeys(ApiKey),
     TemplateIndex(TemplateEntry),
     HeraldSettings(Setting),
+    /// The run-time channel accounts' index; the accounts themselves are streams.
+    ChannelAccounts(AccountEntry),
+    /// Their secrets, sealed: an export never holds a plaintext secret, and the importing
+    /// deployment needs the same `HERALD_SECRET_KEY`.
+    AccountSecrets(SecretEntry),
     /// The audiences of crowd sends, as uploaded.
     Uploads(UploadEntry),
     UploadChunks(ChunkEntry),
@@ -132,6 +138,20 @@ struct TemplateEntry {
 struct Setting {
     name: String,
     value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AccountEntry {
+    account_id: String,
+    tenant_id: String,
+    version: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SecretEntry {
+    account_id: String,
+    name: String,
+    sealed: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1036,6 +1056,34 @@ async fn export_rows(
     for (name, value) in settings {
         sink(Row::HeraldSettings(Setting { name, value }))?;
     }
+    let accounts: Vec<(String, String, i64)> = on_read!(store, |pool| {
+        sqlx::query_as(
+            "SELECT account_id, tenant_id, version FROM channel_accounts ORDER BY account_id",
+        )
+        .fetch_all(pool)
+        .await
+    })?;
+    for (account_id, tenant_id, version) in accounts {
+        sink(Row::ChannelAccounts(AccountEntry {
+            account_id,
+            tenant_id,
+            version,
+        }))?;
+    }
+    let secrets: Vec<(String, String, String)> = on_read!(store, |pool| {
+        sqlx::query_as(
+            "SELECT account_id, name, sealed FROM account_secrets ORDER BY account_id, name",
+        )
+        .fetch_all(pool)
+        .await
+    })?;
+    for (account_id, name, sealed) in secrets {
+        sink(Row::AccountSecrets(SecretEntry {
+            account_id,
+            name,
+            sealed,
+        }))?;
+    }
 
     // Uploads: Postgres keeps the time as timestamptz, SQLite as `YYYY-MM-DD HH:MM:SS` text.
     let uploads: Vec<UploadEntry> = match store {
@@ -1179,6 +1227,8 @@ impl Row {
             Row::ApiKeys(_) => "api_keys",
             Row::TemplateIndex(_) => "template_index",
             Row::HeraldSettings(_) => "herald_settings",
+            Row::ChannelAccounts(_) => "channel_accounts",
+            Row::AccountSecrets(_) => "account_secrets",
             Row::Uploads(_) => "uploads",
             Row::UploadChunks(_) => "upload_chunks",
             Row::CrowdSchedule(_) => "crowd_schedule",
@@ -1264,6 +1314,26 @@ async fn write_row(tx: &mut StoreTx, row: &Row) -> Result<u64, sqlx::Error> {
         )
         .bind(&s.name)
         .bind(&s.value)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())),
+        Row::ChannelAccounts(a) => on_tx!(tx, |conn| sqlx::query(
+            "INSERT INTO channel_accounts (account_id, tenant_id, version) VALUES ($1, $2, $3) \
+             ON CONFLICT (account_id) DO NOTHING"
+        )
+        .bind(&a.account_id)
+        .bind(&a.tenant_id)
+        .bind(a.version)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())),
+        Row::AccountSecrets(a) => on_tx!(tx, |conn| sqlx::query(
+            "INSERT INTO account_secrets (account_id, name, sealed) VALUES ($1, $2, $3) \
+             ON CONFLICT (account_id, name) DO NOTHING"
+        )
+        .bind(&a.account_id)
+        .bind(&a.name)
+        .bind(&a.sealed)
         .execute(conn)
         .await
         .map(|r| r.rows_affected())),

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use cache::{BreakerPolicy, Cache};
-use dispatch::accounts::{AccountConfig, Accounts};
+use dispatch::accounts::{AccountConfig, LiveAccounts};
 use dispatch::policy::{Limits, NightWindow};
 use dispatch::recall::{self, Recaller};
 use dispatch::receipts;
@@ -127,10 +127,14 @@ fn lane_exists(lane: &str) -> bool {
 }
 
 /// Starts the dispatch role; the returned set ends when `shutdown` is cancelled and every
-/// message in flight has its outcome. `options` may change while it runs (see [`watch_config`]).
+/// message in flight has its outcome. `options` may change while it runs (see [`watch_config`]),
+/// and so may `accounts` (see [`crate::runtime`]): a channel that gains its first account gets
+/// its lanes then.
 pub fn start_dispatch(
     store: &Store,
     config: &Config,
+    accounts: &LiveAccounts,
+    tokens: &Tokens,
     options: watch::Receiver<WorkerOptions>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<JoinSet<()>> {
@@ -138,9 +142,7 @@ pub fn start_dispatch(
     if !config.dispatch.enabled {
         return Ok(tasks);
     }
-    let tokens = Tokens::pending();
-    let accounts = Accounts::from_config(&resolve(&config.accounts)?, &tokens)
-        .context("configuring accounts")?;
+    let (accounts, tokens) = (accounts.clone(), tokens.clone());
     {
         let recaller = Recaller {
             store: store.clone(),
@@ -160,7 +162,8 @@ pub fn start_dispatch(
             }
         });
     }
-    if accounts.all().any(|a| a.supplier.queries_receipts()) {
+    // Cheap when idle (one claim a second), and a run-time account may need it later.
+    {
         tasks.spawn(receipts::run_queries(
             store.clone(),
             accounts.clone(),
@@ -190,19 +193,31 @@ pub fn start_dispatch(
         };
         tokens.connect(cache.clone());
         let mut lanes = JoinSet::new();
-        for channel in accounts.channels() {
-            for msg_type in MessageType::ALL {
-                let lane = domain::lane(channel, *msg_type);
-                tracing::info!(%lane, "dispatch lane started");
-                lanes.spawn(worker::run_lane(
-                    store.clone(),
-                    accounts.clone(),
-                    cache.clone(),
-                    lane,
-                    worker_id.clone(),
-                    options.clone(),
-                    shutdown.clone(),
-                ));
+        let mut started: Vec<Channel> = Vec::new();
+        let mut watching = accounts.clone();
+        loop {
+            for channel in accounts.current().channels() {
+                if started.contains(&channel) {
+                    continue;
+                }
+                started.push(channel);
+                for msg_type in MessageType::ALL {
+                    let lane = domain::lane(channel, *msg_type);
+                    tracing::info!(%lane, "dispatch lane started");
+                    lanes.spawn(worker::run_lane(
+                        store.clone(),
+                        accounts.clone(),
+                        cache.clone(),
+                        lane,
+                        worker_id.clone(),
+                        options.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                more = watching.changed() => if !more { break },
             }
         }
         while lanes.join_next().await.is_some() {}

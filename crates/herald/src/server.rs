@@ -30,8 +30,11 @@ pub struct AppState {
     pub max_upload_bytes: usize,
     /// Verifies click-tracking tokens.
     pub links: LinkSigner,
-    /// The configured channel accounts, for the suppliers' callbacks.
-    pub accounts: dispatch::accounts::Accounts,
+    /// The channel accounts (the configuration file's and the run-time ones, kept current),
+    /// for the suppliers' callbacks and dispatch.
+    pub accounts: dispatch::accounts::LiveAccounts,
+    /// The access tokens of the accounts' suppliers; dispatch connects them to its cache.
+    pub tokens: dispatch::tokens::Tokens,
 }
 
 impl AppState {
@@ -64,6 +67,9 @@ impl AppState {
         };
         let api_config = &config.api;
         let links = LinkSigner::new(secret.into_bytes(), &api_config.public_url);
+        // Callbacks only read what suppliers push and never ask for a token; dispatch connects
+        // the tokens to its cache when it runs in this process.
+        let runtime = crate::runtime::start(&store, config).await?;
         let schema = api::schema(
             api::ApiState {
                 store: store.clone(),
@@ -72,6 +78,12 @@ impl AppState {
                     max_receivers_per_item: api_config.max_receivers_per_item,
                     max_items: api_config.max_items,
                     ..SendLimits::default()
+                },
+                accounts: api::AccountsAdmin {
+                    keyring: runtime.keyring.clone(),
+                    catalog: Arc::new(crate::runtime::Catalog {
+                        configured: runtime.configured.clone(),
+                    }),
                 },
             },
             api::QueryLimits {
@@ -83,12 +95,6 @@ impl AppState {
             api_config.rate_limit_per_second,
             api_config.rate_limit_burst,
         ));
-        // Callbacks only read what suppliers push: they never ask for a token.
-        let accounts = dispatch::accounts::Accounts::from_config(
-            &crate::roles::resolve(&config.accounts)?,
-            &dispatch::tokens::Tokens::pending(),
-        )
-        .context("configuring accounts")?;
         Ok(AppState {
             store,
             redis,
@@ -97,7 +103,8 @@ impl AppState {
             max_body_bytes: api_config.max_body_bytes,
             max_upload_bytes: api_config.max_upload_bytes,
             links,
-            accounts,
+            accounts: runtime.accounts,
+            tokens: runtime.tokens,
         })
     }
 }

@@ -195,7 +195,15 @@ pub async fn spawn_on(
     let shutdown = CancellationToken::new();
     let options = herald::roles::dispatch_options(&config).unwrap();
     let (options_sender, options) = tokio::sync::watch::channel(options);
-    let mut dispatch = herald::roles::start_dispatch(&store, &config, options, &shutdown).unwrap();
+    let mut dispatch = herald::roles::start_dispatch(
+        &store,
+        &config,
+        &state.accounts,
+        &state.tokens,
+        options,
+        &shutdown,
+    )
+    .unwrap();
     let mut projections = herald::roles::start_projections(&store, &shutdown);
     let mut crowds = herald::roles::start_crowds(&state, &config, &shutdown).unwrap();
     let mut alerts = herald::alerts::start(&store, &config, &shutdown).unwrap();

@@ -278,7 +278,16 @@ async fn a_disabled_template_discards_waiting_messages(backend: &str) {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let options = herald::roles::dispatch_options(&config).unwrap();
     let (_options, options) = tokio::sync::watch::channel(options);
-    let mut role = herald::roles::start_dispatch(&app.store, &config, options, &shutdown).unwrap();
+    let runtime = herald::runtime::start(&app.store, &config).await.unwrap();
+    let mut role = herald::roles::start_dispatch(
+        &app.store,
+        &config,
+        &runtime.accounts,
+        &runtime.tokens,
+        options,
+        &shutdown,
+    )
+    .unwrap();
     assert_eq!(
         wait_for(&app, &stream, "MessageDiscarded").await,
         ["MessageAccepted", "MessageDiscarded"]

@@ -4,6 +4,7 @@
 mod alerts;
 mod app;
 mod bench;
+mod channel_accounts;
 mod cli;
 mod crash;
 mod crowd;

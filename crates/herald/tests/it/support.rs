@@ -29,6 +29,9 @@ pub fn herald(dir: &Path) -> Command {
         .env_remove("HERALD_DATABASE_URL")
         .env_remove("HERALD_CACHE_REDIS_URL")
         .env_remove("HERALD_CONFIG")
+        .env_remove("HERALD_SECRET_KEY")
+        .env_remove("HERALD_SECRET_KEY_PREVIOUS")
+        .env_remove("HERALD_ROLE")
         .env("RUST_LOG", "info")
         .kill_on_drop(true);
     command

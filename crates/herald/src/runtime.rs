@@ -1,0 +1,166 @@
+//! Run-time channel accounts, wired: the catalog the account commands ask (dispatch knows the
+//! suppliers), and the watcher that keeps every process's accounts up to date.
+//!
+//! Each process reads a fingerprint of the run-time accounts from the store every
+//! `runtime.poll_ms` (one read of a small table) and, when it moved, loads the accounts again,
+//! opens their secrets and swaps the whole set in. The store carries the change, so it reaches
+//! every process on both backends, Redis or not, within one interval.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use commands::accounts::{AccountCatalog, ConfiguredAccount, LiveAccount};
+use commands::secrets::Keyring;
+use dispatch::accounts::{AccountConfig, Accounts, LiveAccounts};
+use dispatch::tokens::Tokens;
+use domain::AccountSpec;
+use store::Store;
+use tokio::sync::watch;
+
+/// The server's side of [`AccountCatalog`].
+pub struct Catalog {
+    /// The configuration file's accounts, credentials resolved.
+    pub configured: Vec<AccountConfig>,
+}
+
+impl AccountCatalog for Catalog {
+    fn check(
+        &self,
+        account_id: &str,
+        spec: &AccountSpec,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        // Building the supplier checks what it needs, and makes no request: suppliers that
+        // sign in fetch their token on the first send.
+        let config = AccountConfig::from_spec(account_id, spec, secrets);
+        dispatch::accounts::build(&config, None, &Tokens::pending())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn configured(&self) -> Vec<ConfiguredAccount> {
+        self.configured
+            .iter()
+            .map(|c| ConfiguredAccount {
+                account_id: c.id.clone(),
+                spec: c.spec(),
+                secrets: c.credentials.keys().cloned().collect(),
+            })
+            .collect()
+    }
+}
+
+fn runtime_configs(live: Vec<LiveAccount>) -> Vec<(AccountConfig, domain::TenantId, bool)> {
+    live.into_iter()
+        .map(|a| {
+            (
+                AccountConfig::from_spec(&a.account_id, &a.spec, &a.secrets),
+                a.tenant,
+                a.enabled,
+            )
+        })
+        .collect()
+}
+
+/// The configuration file's accounts with the store's run-time accounts beside them.
+async fn load(
+    store: &Store,
+    base: &Accounts,
+    keyring: &Keyring,
+    tokens: &Tokens,
+) -> anyhow::Result<Accounts> {
+    let (live, broken) = commands::accounts::load_all(store, keyring)
+        .await
+        .map_err(|e| anyhow::anyhow!("loading the run-time channel accounts: {e}"))?;
+    for (account, error) in broken {
+        tracing::error!(%account, %error, "a run-time channel account cannot be opened; it is left out");
+    }
+    let (accounts, errors) = Accounts::with_runtime(base, runtime_configs(live), tokens);
+    for error in errors {
+        tracing::error!(%error, "a run-time channel account cannot be built; it is left out");
+    }
+    Ok(accounts)
+}
+
+/// What [`start`] sets up for a process.
+pub struct Runtime {
+    pub accounts: LiveAccounts,
+    /// The suppliers' access tokens; dispatch connects them to its cache.
+    pub tokens: Tokens,
+    pub keyring: Keyring,
+    /// The configuration file's accounts, credentials resolved.
+    pub configured: Vec<AccountConfig>,
+}
+
+/// The channel accounts of `config` and of the store, followed every `runtime.poll_ms`.
+pub async fn start(store: &Store, config: &crate::config::Config) -> anyhow::Result<Runtime> {
+    use anyhow::Context;
+    let keyring = config
+        .security
+        .keyring()
+        .context("reading security.secret_key")?;
+    let configured = crate::roles::resolve(&config.accounts)?;
+    let tokens = Tokens::pending();
+    let base = Accounts::from_config(&configured, &tokens).context("configuring accounts")?;
+    let accounts = watch_accounts(
+        store.clone(),
+        base,
+        keyring.clone(),
+        tokens.clone(),
+        Duration::from_millis(config.runtime.poll_ms.max(50)),
+    )
+    .await?;
+    Ok(Runtime {
+        accounts,
+        tokens,
+        keyring,
+        configured,
+    })
+}
+
+/// Loads the accounts and starts following the store: the returned handle always holds the
+/// current set. The watcher ends when every handle is dropped.
+pub async fn watch_accounts(
+    store: Store,
+    base: Accounts,
+    keyring: Keyring,
+    tokens: Tokens,
+    poll: Duration,
+) -> anyhow::Result<LiveAccounts> {
+    let fingerprint = commands::accounts::fingerprint(&store)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the run-time channel accounts: {e}"))?;
+    let first = load(&store, &base, &keyring, &tokens).await?;
+    let (sender, receiver) = watch::channel(first);
+    tokio::spawn(async move {
+        let mut seen = fingerprint;
+        loop {
+            tokio::select! {
+                () = sender.closed() => return,
+                () = tokio::time::sleep(poll) => {}
+            }
+            let now = match commands::accounts::fingerprint(&store).await {
+                Ok(now) => now,
+                Err(error) => {
+                    tracing::warn!(%error, "checking the run-time channel accounts failed");
+                    continue;
+                }
+            };
+            if now == seen {
+                continue;
+            }
+            match load(&store, &base, &keyring, &tokens).await {
+                Ok(accounts) => {
+                    seen = now;
+                    tracing::info!(
+                        accounts = accounts.all().count(),
+                        "channel accounts reloaded"
+                    );
+                    sender.send_replace(accounts);
+                }
+                Err(error) => tracing::warn!(%error, "reloading the channel accounts failed"),
+            }
+        }
+    });
+    Ok(LiveAccounts::follow(receiver))
+}
