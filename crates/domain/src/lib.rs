@@ -7,7 +7,8 @@
 //! Layout:
 //! - [`ids`]: message, template and event ids; tenant and request ids; stream names.
 //! - [`channel`]: the closed vocabularies of a template (channel, message type, receiver id type, shield type).
-//! - [`channel_account`]: channel accounts managed at run time: their events, state and `decide`.
+//! - [`channel_account`]: channel accounts managed at run time: their spec and events.
+//! - [`channel_account_decide`]: their commands, state, checks and `decide`.
 //! - [`receiver`]: receivers validated and normalised for their id type, and masked for logs.
 //! - [`attachment`]: email attachments, named by an http(s) URL and fetched at send time.
 //! - [`template`]: content models, `${name}` placeholders, rendering and link extraction.
@@ -31,6 +32,7 @@
 pub mod attachment;
 pub mod channel;
 pub mod channel_account;
+pub mod channel_account_decide;
 pub mod cron;
 pub mod crowd;
 pub mod crowd_state;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod channel;
+mod channel_account;
 mod crowd;
 mod ids;
 mod message;
