@@ -36,6 +36,8 @@ pub struct TraceId(pub String);
 pub struct ApiState {
     pub store: Store,
     pub links: LinkSigner,
+    /// Signs the receiver tokens of `/inbox/stream`.
+    pub inbox_tokens: commands::inbox::InboxTokens,
     pub send_limits: SendLimits,
 }
 
@@ -54,6 +56,7 @@ pub struct MutationRoot(
     templates::TemplateMutation,
     sending::SendMutation,
     crowd::CrowdMutation,
+    inbox::InboxMutation,
 );
 
 pub type HeraldSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

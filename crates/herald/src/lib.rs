@@ -29,6 +29,7 @@ pub mod config;
 pub mod crowd;
 pub mod graphql;
 pub mod health;
+pub mod inbox_stream;
 pub mod logs;
 pub mod metrics;
 pub mod portability;

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::{callbacks, clicks, graphql, health, metrics, requests, uploads};
+use crate::{callbacks, clicks, graphql, health, inbox_stream, metrics, requests, uploads};
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -32,6 +32,12 @@ pub struct AppState {
     pub links: LinkSigner,
     /// The configured channel accounts, for the suppliers' callbacks.
     pub accounts: dispatch::accounts::Accounts,
+    /// Verifies the receiver tokens of `/inbox/stream`.
+    pub inbox_tokens: commands::inbox::InboxTokens,
+    /// How often an idle `/inbox/stream` sends a heartbeat.
+    pub inbox_heartbeat: Duration,
+    /// Carries inbox notifications between processes (or within this one).
+    pub bus: inbox_stream::Bus,
 }
 
 impl AppState {
@@ -63,11 +69,13 @@ impl AppState {
             configured => configured.to_owned(),
         };
         let api_config = &config.api;
-        let links = LinkSigner::new(secret.into_bytes(), &api_config.public_url);
+        let links = LinkSigner::new(secret.clone().into_bytes(), &api_config.public_url);
+        let inbox_tokens = commands::inbox::InboxTokens::new(secret.into_bytes());
         let schema = api::schema(
             api::ApiState {
                 store: store.clone(),
                 links: links.clone(),
+                inbox_tokens: inbox_tokens.clone(),
                 send_limits: SendLimits {
                     max_receivers_per_item: api_config.max_receivers_per_item,
                     max_items: api_config.max_items,
@@ -98,6 +106,9 @@ impl AppState {
             max_upload_bytes: api_config.max_upload_bytes,
             links,
             accounts,
+            inbox_tokens,
+            inbox_heartbeat: Duration::from_secs(api_config.inbox_heartbeat_secs.max(1)),
+            bus: inbox_stream::Bus::new(&config.cache.redis_url, &config.cache.key_prefix),
         })
     }
 }
@@ -111,6 +122,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/callbacks/{account}", any(callbacks::callback))
         .route("/c/{token}", get(clicks::click))
+        .route("/inbox/stream", get(inbox_stream::stream))
         .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
         .layer(DefaultBodyLimit::max(body_limit))
         // Its own limit, checked as the file streams in; the form around it is small.

@@ -53,6 +53,11 @@ const POSTGRES: &[Source] = &[
         "message timeline by kind and time",
         include_str!("../../../migrations/postgres/0009_message_timeline_at.sql"),
     ),
+    (
+        10,
+        "inbox delivery cursor",
+        include_str!("../../../migrations/postgres/0010_inbox_cursor.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[
@@ -100,6 +105,11 @@ const SQLITE: &[Source] = &[
         9,
         "message timeline by kind and time",
         include_str!("../../../migrations/sqlite/0009_message_timeline_at.sql"),
+    ),
+    (
+        10,
+        "inbox delivery cursor",
+        include_str!("../../../migrations/sqlite/0010_inbox_cursor.sql"),
     ),
 ];
 
