@@ -197,8 +197,10 @@ async fn inbox_streams_across_processes_and_resumes_without_loss() {
     assert!(stream.heartbeats >= 1, "no heartbeat in 2.5 s");
     drop(stream);
 
-    // Disconnected: two more, then resume after the first.
+    // Disconnected: two more, then resume after the first. The stream's order is the order of
+    // delivery, which concurrent dispatch may swap: each is delivered before the next is sent.
     let second = send(b.address, sender, &template, "user-1", "2").await;
+    unread_becomes(a.address, &reader, "user-1", 2).await;
     let third = send(b.address, sender, &template, "user-1", "3").await;
     unread_becomes(a.address, &reader, "user-1", 3).await;
     let mut resumed = open(a.address, &user_token, Some(&event.id)).await;
