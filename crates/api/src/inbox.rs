@@ -1,9 +1,14 @@
 //! The in-app inbox: `inbox(receiver, first, after)` reads the inbox projection
 //! (`projections::inbox`), scoped to the caller's tenant. A tenant's backend asks on behalf of
 //! its user, with a `read` key.
+//!
+//! The same `read` key mints receiver tokens (`inboxToken`) for the real-time stream
+//! `/inbox/stream`, and marks messages read (`markInboxRead`): both act on behalf of a receiver
+//! whose inbox the key can already read, and neither sends anything.
 
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
+use commands::inbox::{MAX_MARK, MAX_TTL_SECS};
 use commands::keys::Scope;
 use projections::Projection;
 use projections::inbox;
@@ -57,6 +62,9 @@ pub struct InboxMessage {
     pub read_at: Option<DateTime<Utc>>,
     pub accepted_at: DateTime<Utc>,
     pub delivered_at: DateTime<Utc>,
+    /// Its place in the receiver's real-time stream: the SSE event id of `/inbox/stream`, to
+    /// resume after (`Last-Event-ID`).
+    pub cursor: String,
 }
 
 #[derive(SimpleObject)]
@@ -125,6 +133,7 @@ impl InboxQuery {
                     read_at: m.read_at,
                     accepted_at: m.accepted_at,
                     delivered_at: m.delivered_at,
+                    cursor: m.cursor.to_string(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -137,5 +146,97 @@ impl InboxQuery {
             unread,
             as_of,
         })
+    }
+
+    /// How many messages delivered to `receiver` in the caller's tenant are unread.
+    async fn inbox_unread(&self, ctx: &Context<'_>, receiver: String) -> Result<i64> {
+        let caller = caller(ctx, Scope::Read)?;
+        inbox::unread(&state(ctx).store, caller.tenant.as_str(), &receiver)
+            .await
+            .map_err(errors::internal)
+    }
+}
+
+/// A signed receiver token for `/inbox/stream`.
+#[derive(SimpleObject)]
+pub struct InboxToken {
+    /// Pass as `?token=` or `Authorization: Bearer`.
+    pub token: String,
+    pub receiver: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+pub struct InboxMutation;
+
+#[Object]
+impl InboxMutation {
+    /// A token that lets its holder follow `receiver`'s inbox in the caller's tenant over
+    /// `/inbox/stream` for `ttlSecs` seconds (1 to 86400, default 3600). A tenant's backend
+    /// mints one for its signed-in user, so the browser never holds an API key. Scope `read`.
+    async fn inbox_token(
+        &self,
+        ctx: &Context<'_>,
+        receiver: String,
+        #[graphql(default = 3600)] ttl_secs: i32,
+    ) -> Result<InboxToken> {
+        let caller = caller(ctx, Scope::Read)?;
+        if receiver.is_empty() || receiver.len() > 1024 {
+            return Err(validation(
+                "INVALID_RECEIVER",
+                "receiver takes 1 to 1024 bytes",
+            ));
+        }
+        if !(1..=MAX_TTL_SECS).contains(&i64::from(ttl_secs)) {
+            return Err(validation(
+                "INVALID_TTL",
+                format!("ttlSecs takes 1 to {MAX_TTL_SECS}"),
+            ));
+        }
+        let expires_at = Utc::now() + chrono::Duration::seconds(i64::from(ttl_secs));
+        let token = state(ctx)
+            .inbox_tokens
+            .token(caller.tenant.as_str(), &receiver, expires_at);
+        Ok(InboxToken {
+            token,
+            receiver,
+            // The token keeps whole seconds.
+            expires_at: DateTime::from_timestamp(expires_at.timestamp(), 0).unwrap_or(expires_at),
+        })
+    }
+
+    /// Marks INBOX messages of the caller's tenant read (a `MessageRead` event each), as an
+    /// inbox client saw them. A message read before, by a click or a mark, is left as it is;
+    /// the answer lists the ids newly marked. At most 100 ids; one that is not a delivered
+    /// INBOX message of the tenant is `NOT_FOUND`. Scope `read`.
+    async fn mark_inbox_read(&self, ctx: &Context<'_>, ids: Vec<ID>) -> Result<Vec<ID>> {
+        let caller = caller(ctx, Scope::Read)?;
+        if ids.len() > MAX_MARK {
+            return Err(validation(
+                "TOO_MANY_IDS",
+                format!("markInboxRead takes at most {MAX_MARK} ids"),
+            ));
+        }
+        let ids = ids
+            .iter()
+            .map(|id| {
+                id.parse::<domain::MessageId>().map_err(|_| {
+                    validation(
+                        "INVALID_MESSAGE_ID",
+                        format!("{:?} is not a message id", id.as_str()),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let marked = commands::inbox::mark_read(
+            &state(ctx).store,
+            &caller.tenant,
+            &ids,
+            "inbox",
+            Utc::now(),
+        )
+        .await
+        .map_err(errors::command)?;
+        Ok(marked.into_iter().map(|id| ID(id.to_string())).collect())
     }
 }

@@ -38,6 +38,8 @@ pub struct TraceId(pub String);
 pub struct ApiState {
     pub store: Store,
     pub links: LinkSigner,
+    /// Signs the receiver tokens of `/inbox/stream`.
+    pub inbox_tokens: commands::inbox::InboxTokens,
     pub send_limits: SendLimits,
     pub accounts: AccountsAdmin,
 }
@@ -68,6 +70,7 @@ pub struct MutationRoot(
     sending::SendMutation,
     crowd::CrowdMutation,
     channel_accounts::ChannelAccountMutation,
+    inbox::InboxMutation,
 );
 
 pub type HeraldSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -42,6 +42,8 @@ pub enum TimelineKind {
     Delivered,
     Undelivered,
     Clicked,
+    /// Read in the inbox without a click (`markInboxRead`).
+    Read,
     RecallRequested,
     Recalled,
     RecallFailed,
@@ -63,6 +65,7 @@ impl TimelineKind {
             "DELIVERED" => K::Delivered,
             "UNDELIVERED" => K::Undelivered,
             "CLICKED" => K::Clicked,
+            "READ" => K::Read,
             "RECALL_REQUESTED" => K::RecallRequested,
             "RECALLED" => K::Recalled,
             "RECALL_FAILED" => K::RecallFailed,

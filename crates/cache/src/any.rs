@@ -28,6 +28,27 @@ impl Cache {
         }
     }
 
+    /// Publishes `payload` on `channel` (under the key prefix on Redis) to every subscriber of
+    /// every process sharing this cache.
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
+        match self {
+            Cache::Redis(c) => c.publish(channel, payload).await,
+            Cache::Memory(c) => {
+                c.publish(channel, payload);
+                Ok(())
+            }
+        }
+    }
+
+    /// Subscribes to `channel`. Once this returns, everything published afterwards is heard,
+    /// or a [`crate::Notice::Missed`] says something may have been lost.
+    pub async fn subscribe(&self, channel: &str) -> Result<crate::Subscription> {
+        match self {
+            Cache::Redis(c) => c.subscribe(channel).await,
+            Cache::Memory(c) => Ok(c.subscribe(channel)),
+        }
+    }
+
     /// Which implementation this is, for readiness reports: `redis` or `in-process`.
     pub fn kind(&self) -> &'static str {
         match self {

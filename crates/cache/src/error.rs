@@ -27,6 +27,10 @@ pub enum CacheError {
     /// The cache URL is neither empty nor a Redis URL this build can use.
     #[error("invalid cache url {url}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    /// The process's Redis subscriber is not connected, so a new subscription would hear
+    /// nothing; it reconnects by itself.
+    #[error("not listening to Redis notifications")]
+    NotListening,
     /// A caller passed a value no policy can use (a zero window, a rate that is not positive).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

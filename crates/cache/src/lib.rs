@@ -7,12 +7,16 @@
 //! - [`MemoryCache`] (the embedded default): the same rules in process, behind a std `Mutex`.
 //! - [`Cache`]: picks one by URL, the way `store::Store` picks a database.
 //!
-//! The cache knows nothing of messages: keys are strings the caller builds.
+//! - [`pubsub`]: notifications between processes (Redis PUBLISH and PSUBSCRIBE), or within
+//!   one (the in-process cache), through [`Cache::publish`] and [`Cache::subscribe`].
+//!
+//! The cache knows nothing of messages: keys and channels are strings the caller builds.
 
 mod any;
 mod error;
 mod memory;
 mod policy_cache;
+pub mod pubsub;
 mod redis_cache;
 mod types;
 
@@ -20,5 +24,6 @@ pub use any::{Cache, redact};
 pub use error::{CacheError, Result};
 pub use memory::MemoryCache;
 pub use policy_cache::PolicyCache;
+pub use pubsub::{Notice, Subscription};
 pub use redis_cache::RedisCache;
 pub use types::{BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, TokenOutcome};

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::policy_cache::PolicyCache;
+use crate::pubsub::{Hub, Subscription};
 use crate::types::{
     self, BREAKER_BUCKETS, BreakerPlan, BreakerPolicy, BreakerState, DedupOutcome,
     FrequencyOutcome, MAX_MS, TokenOutcome,
@@ -20,6 +21,8 @@ pub struct MemoryCache {
     // A std Mutex, not tokio's: every critical section is a few map operations with no
     // await inside, so an async lock would only add cost.
     state: Arc<Mutex<State>>,
+    /// Publish and subscribe, within this process.
+    hub: Hub,
 }
 
 /// The fewest calls between two sweeps of expired entries. A sweep also waits for as many
@@ -114,6 +117,16 @@ const EMPTY_SLOT: Slot = Slot {
 impl MemoryCache {
     pub fn new() -> Self {
         MemoryCache::default()
+    }
+
+    /// Hands `payload` to this process's subscribers of `channel`.
+    pub fn publish(&self, channel: &str, payload: &str) {
+        self.hub.deliver(channel, payload);
+    }
+
+    /// Subscribes to `channel`: everything published from now on is heard.
+    pub fn subscribe(&self, channel: &str) -> Subscription {
+        self.hub.subscribe(channel)
     }
 
     /// Runs `f` under the lock, first sweeping expired entries now and then.

@@ -8,9 +8,13 @@ use chrono::{DateTime, Utc};
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
 use crate::any::redact;
 use crate::error::{CacheError, Result};
 use crate::policy_cache::PolicyCache;
+use crate::pubsub::{self, Hub, Subscription, WeakHub};
 use crate::types::{
     self, BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, MAX_MS, TokenOutcome,
 };
@@ -25,6 +29,18 @@ pub struct RedisCache {
     prefix: Arc<str>,
     /// The server, for messages; never the password.
     server: Arc<str>,
+    /// Publish and subscribe: the local hub and its listener.
+    pubsub: Arc<PubSub>,
+}
+
+/// One PSUBSCRIBE connection per process, started by the first subscriber, feeding the hub.
+struct PubSub {
+    client: redis::Client,
+    hub: Hub,
+    /// Whether the listener is subscribed right now; set once it is started.
+    ready: tokio::sync::OnceCell<watch::Receiver<bool>>,
+    /// Dropped with the last handle of the cache, which stops the listener.
+    stop: watch::Sender<()>,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -84,7 +100,7 @@ impl RedisCache {
             .set_response_timeout(RESPONSE_TIMEOUT)
             .set_number_of_retries(CONNECT_RETRIES)
             .set_max_delay(MAX_RETRY_DELAY_MS);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|source| CacheError::Connect { url: shown, source })?;
         tracing::debug!(%server, prefix, "connected to the Redis policy cache");
@@ -92,7 +108,67 @@ impl RedisCache {
             conn,
             prefix: Arc::from(prefix),
             server: Arc::from(server),
+            pubsub: Arc::new(PubSub {
+                client,
+                hub: Hub::default(),
+                ready: tokio::sync::OnceCell::new(),
+                stop: watch::channel(()).0,
+            }),
         })
+    }
+
+    /// The Redis channel of `channel`: under the prefix, like a key.
+    fn channel(&self, channel: &str) -> String {
+        if self.prefix.is_empty() {
+            channel.to_owned()
+        } else {
+            format!("{}:{channel}", self.prefix)
+        }
+    }
+
+    /// Publishes `payload` on `channel` to every process subscribed to it.
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PUBLISH")
+            .arg(self.channel(channel))
+            .arg(payload)
+            .query_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Subscribes to `channel` through this process's listener, which the first subscription
+    /// starts. Returns once the listener is subscribed, so nothing published afterwards is
+    /// missed without a [`crate::Notice::Missed`].
+    pub async fn subscribe(&self, channel: &str) -> Result<Subscription> {
+        let pubsub = &self.pubsub;
+        let mut ready = pubsub
+            .ready
+            .get_or_init(|| async {
+                let (ready, listening) = watch::channel(false);
+                let pattern = if self.prefix.is_empty() {
+                    "*".to_owned()
+                } else {
+                    format!("{}:*", pubsub::glob_escape(&self.prefix))
+                };
+                tokio::spawn(listen(
+                    pubsub.client.clone(),
+                    pattern,
+                    self.prefix.clone(),
+                    pubsub.hub.downgrade(),
+                    ready,
+                    pubsub.stop.subscribe(),
+                ));
+                listening
+            })
+            .await
+            .clone();
+        // Registered before waiting: whatever the listener hears from now on reaches it.
+        let subscription = pubsub.hub.subscribe(channel);
+        match tokio::time::timeout(pubsub::READY_TIMEOUT, ready.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => Ok(subscription),
+            _ => Err(CacheError::NotListening),
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -360,5 +436,68 @@ impl PolicyCache for RedisCache {
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(())
+    }
+}
+
+/// The process's Redis listener: PSUBSCRIBEs to every channel under the prefix and hands each
+/// notification to the hub; after a lost connection it tells every subscriber it may have missed
+/// some, and connects again. Ends when the cache's last handle is dropped.
+async fn listen(
+    client: redis::Client,
+    pattern: String,
+    prefix: Arc<str>,
+    hub: WeakHub,
+    ready: watch::Sender<bool>,
+    mut stop: watch::Receiver<()>,
+) {
+    let strip = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}:")
+    };
+    loop {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.psubscribe(&pattern).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        match connected {
+            Ok(Ok(mut pubsub)) => {
+                ready.send_replace(true);
+                let mut messages = pubsub.on_message();
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        message = messages.next() => {
+                            let Some(message) = message else { break };
+                            let Some(hub) = hub.upgrade() else { return };
+                            let Some(channel) = message.get_channel_name().strip_prefix(&strip)
+                            else {
+                                continue;
+                            };
+                            match message.get_payload::<String>() {
+                                Ok(payload) => hub.deliver(channel, &payload),
+                                Err(error) => tracing::warn!(%error, "unreadable notification"),
+                            }
+                        }
+                    }
+                }
+                ready.send_replace(false);
+                tracing::warn!("the Redis notification listener lost its connection");
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the Redis notification listener cannot connect")
+            }
+            Err(_) => tracing::warn!("the Redis notification listener timed out connecting"),
+        }
+        match hub.upgrade() {
+            Some(hub) => hub.missed_all(),
+            None => return,
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(pubsub::RECONNECT_DELAY) => {}
+        }
     }
 }

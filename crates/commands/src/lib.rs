@@ -10,6 +10,7 @@
 //! - [`send`]: the send chain with idempotency by request id.
 //! - [`recall`]: recall by message id.
 //! - [`clicks`]: a followed tracked link, recorded.
+//! - [`inbox`]: signed receiver tokens for the real-time inbox, and marking messages read.
 //! - [`csv`]: CSV lines read a piece at a time.
 //! - [`crowd`]: crowd sends: scheduled, cancelled, and their progress.
 //! - [`crowd_run`]: a crowd send's run: its file read in batches, each batch of rows made messages.
@@ -21,6 +22,7 @@ pub mod crowd_run;
 pub mod csv;
 pub mod error;
 pub mod events;
+pub mod inbox;
 pub mod keys;
 pub mod links;
 pub mod recall;

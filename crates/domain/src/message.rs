@@ -187,6 +187,15 @@ pub struct MessageClicked {
     pub at: DateTime<Utc>,
 }
 
+/// The receiver saw the message without following a link: an inbox client marked it read.
+/// A click reads a message too, without this event; a second read records nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRead {
+    /// Who said so, for example `inbox` for `markInboxRead`.
+    pub source: String,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecallRequested {
     pub actor: String,
@@ -223,6 +232,7 @@ event_enum! {
         MessageFailed,
         ReceiptReceived,
         MessageClicked,
+        MessageRead,
         RecallRequested,
         MessageRecalled,
         RecallFailed,
@@ -263,6 +273,7 @@ impl MessageEvent {
             Self::MessageFailed(e) => e.at,
             Self::ReceiptReceived(e) => e.at,
             Self::MessageClicked(e) => e.at,
+            Self::MessageRead(e) => e.at,
             Self::RecallRequested(e) => e.at,
             Self::MessageRecalled(e) => e.at,
             Self::RecallFailed(e) => e.at,

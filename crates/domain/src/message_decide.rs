@@ -97,6 +97,11 @@ pub enum MessageCommand {
         user_agent_class: String,
         at: DateTime<Utc>,
     },
+    /// Idempotent: a message already read (by a click or an earlier mark) decides nothing.
+    MarkRead {
+        source: String,
+        at: DateTime<Utc>,
+    },
     /// Idempotent: asking again for a message whose recall was already requested decides nothing.
     RequestRecall {
         actor: String,
@@ -119,6 +124,10 @@ pub fn decide(
     command: MessageCommand,
 ) -> Result<Vec<MessageEvent>, MessageError> {
     if matches!(command, MessageCommand::RequestRecall { .. }) && state.recall_requested {
+        return Ok(Vec::new());
+    }
+    // Reading a message again changes nothing.
+    if matches!(command, MessageCommand::MarkRead { .. }) && state.read {
         return Ok(Vec::new());
     }
     let event = event_for(state, command)?;
@@ -303,6 +312,10 @@ fn event_for(state: &MessageState, command: MessageCommand) -> Result<MessageEve
                 at,
             }
             .into()
+        }
+        C::MarkRead { source, at } => {
+            non_empty("source", &source)?;
+            MessageRead { source, at }.into()
         }
         C::RequestRecall {
             actor,

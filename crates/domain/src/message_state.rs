@@ -221,6 +221,7 @@ pub fn apply(mut state: MessageState, event: &MessageEvent) -> Result<MessageSta
             state.read = true;
             state.clicks = state.clicks.saturating_add(1);
         }
+        E::MessageRead(_) => state.read = true,
         E::RecallRequested(_) => state.recall_requested = true,
         E::RecallFailed(_) => state.recall_failed = true,
     }
@@ -265,7 +266,7 @@ pub(crate) fn check(state: &MessageState, event: &MessageEvent) -> Result<(), Me
                 Err(MessageError::AlreadyFinal { status })
             }
         }
-        E::ReceiptReceived(_) | E::MessageClicked(_) => Ok(()),
+        E::ReceiptReceived(_) | E::MessageClicked(_) | E::MessageRead(_) => Ok(()),
         E::RecallRequested(_) => {
             if !status.is_recallable() {
                 Err(MessageError::NotRecallable { status })

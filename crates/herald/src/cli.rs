@@ -281,7 +281,7 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
                 shutdown.clone(),
             ));
             let mut projections = if runs(&role, Role::Projections) {
-                crate::roles::start_projections(&state.store, &shutdown)
+                crate::roles::start_projections(&state.store, &state.bus, &shutdown)
             } else {
                 tokio::task::JoinSet::new()
             };

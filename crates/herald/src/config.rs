@@ -126,6 +126,9 @@ pub struct ApiConfig {
     pub max_items: usize,
     /// Largest file `/uploads` takes, in bytes.
     pub max_upload_bytes: usize,
+    /// Seconds between two heartbeats (SSE comments) of an idle `/inbox/stream`, so proxies
+    /// keep it open.
+    pub inbox_heartbeat_secs: u64,
 }
 
 /// `[crowd]`: how crowd sends run (in the dispatch role).
@@ -283,6 +286,7 @@ impl Default for ApiConfig {
             max_receivers_per_item: 100,
             max_items: 100,
             max_upload_bytes: 100 * 1024 * 1024,
+            inbox_heartbeat_secs: 15,
         }
     }
 }
@@ -418,6 +422,11 @@ const ENVIRONMENT: &[(&str, &[&str], Kind)] = &[
         Kind::Integer,
     ),
     (
+        "HERALD_API_INBOX_HEARTBEAT_SECS",
+        &["api", "inbox_heartbeat_secs"],
+        Kind::Integer,
+    ),
+    (
         "HERALD_CROWD_BATCH_SIZE",
         &["crowd", "batch_size"],
         Kind::Integer,
@@ -521,6 +530,9 @@ impl Config {
             || self.api.public_url.starts_with("https://"))
         {
             bail!("api.public_url must be an http(s) URL");
+        }
+        if self.api.inbox_heartbeat_secs == 0 {
+            bail!("api.inbox_heartbeat_secs must be at least 1");
         }
         if self.api.max_receivers_per_item == 0 || self.api.max_items == 0 {
             bail!("api.max_receivers_per_item and api.max_items must be at least 1");

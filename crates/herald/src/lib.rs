@@ -9,6 +9,7 @@
 //! - [`requests`]: each request's span and trace id (`traceparent`).
 //! - [`logs`]: the log writer that masks receivers.
 //! - [`clicks`]: `/c/{token}`, tracked links followed.
+//! - [`inbox_stream`]: `/inbox/stream`, the real-time inbox over SSE, and its notifications.
 //! - [`uploads`]: `/uploads`, crowd-send audience files.
 //! - [`callbacks`]: `/callbacks/{account}`, where suppliers push receipts.
 //! - [`roles`]: the dispatch role (queue feed and lane workers) and the projection role.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod crowd;
 pub mod graphql;
 pub mod health;
+pub mod inbox_stream;
 pub mod logs;
 pub mod metrics;
 pub mod portability;

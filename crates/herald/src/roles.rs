@@ -395,18 +395,34 @@ async fn next_hangup(_: &mut Hangup) {
 
 /// Starts the projection role: each projection follows the log and keeps its read tables. Several
 /// processes may run it: a checkpoint moves by compare-and-set, so a batch that lost the race
-/// rolls back and every event is applied once.
-pub fn start_projections(store: &Store, shutdown: &CancellationToken) -> JoinSet<()> {
+/// rolls back and every event is applied once. The inbox projection announces each message it
+/// delivers on `bus`, after its batch commits, for `/inbox/stream` on every instance.
+pub fn start_projections(
+    store: &Store,
+    bus: &crate::inbox_stream::Bus,
+    shutdown: &CancellationToken,
+) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
+    let (notifier, notices) = tokio::sync::mpsc::unbounded_channel();
+    tasks.spawn(crate::inbox_stream::start_publisher(
+        bus.clone(),
+        notices,
+        shutdown.clone(),
+    ));
     for &projection in projections::Projection::ALL {
-        let (store, shutdown) = (store.clone(), shutdown.clone());
+        let (store, shutdown, notifier) = (store.clone(), shutdown.clone(), notifier.clone());
         tasks.spawn(async move {
             let options = SubscriptionOptions {
                 filter: projection.filter(),
                 ..SubscriptionOptions::default()
             };
             let key = CheckpointKey::new(projection.subscription(), 0);
-            let handler = projection.handler(projections::Target::Live);
+            let handler = match projection.handler(projections::Target::Live) {
+                projections::Handler::Inbox(inbox) => {
+                    projections::Handler::Inbox(inbox.with_notifier(notifier))
+                }
+                handler => handler,
+            };
             if let Err(error) =
                 store::subscription::run(&store, &key, None, &options, &handler, &shutdown).await
             {

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::{callbacks, clicks, graphql, health, metrics, requests, uploads};
+use crate::{callbacks, clicks, graphql, health, inbox_stream, metrics, requests, uploads};
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -35,6 +35,12 @@ pub struct AppState {
     pub accounts: dispatch::accounts::LiveAccounts,
     /// The access tokens of the accounts' suppliers; dispatch connects them to its cache.
     pub tokens: dispatch::tokens::Tokens,
+    /// Verifies the receiver tokens of `/inbox/stream`.
+    pub inbox_tokens: commands::inbox::InboxTokens,
+    /// How often an idle `/inbox/stream` sends a heartbeat.
+    pub inbox_heartbeat: Duration,
+    /// Carries inbox notifications between processes (or within this one).
+    pub bus: inbox_stream::Bus,
 }
 
 impl AppState {
@@ -66,7 +72,8 @@ impl AppState {
             configured => configured.to_owned(),
         };
         let api_config = &config.api;
-        let links = LinkSigner::new(secret.into_bytes(), &api_config.public_url);
+        let links = LinkSigner::new(secret.clone().into_bytes(), &api_config.public_url);
+        let inbox_tokens = commands::inbox::InboxTokens::new(secret.into_bytes());
         // Callbacks only read what suppliers push and never ask for a token; dispatch connects
         // the tokens to its cache when it runs in this process.
         let runtime = crate::runtime::start(&store, config).await?;
@@ -74,6 +81,7 @@ impl AppState {
             api::ApiState {
                 store: store.clone(),
                 links: links.clone(),
+                inbox_tokens: inbox_tokens.clone(),
                 send_limits: SendLimits {
                     max_receivers_per_item: api_config.max_receivers_per_item,
                     max_items: api_config.max_items,
@@ -105,6 +113,9 @@ impl AppState {
             links,
             accounts: runtime.accounts,
             tokens: runtime.tokens,
+            inbox_tokens,
+            inbox_heartbeat: Duration::from_secs(api_config.inbox_heartbeat_secs.max(1)),
+            bus: inbox_stream::Bus::new(&config.cache.redis_url, &config.cache.key_prefix),
         })
     }
 }
@@ -118,6 +129,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/callbacks/{account}", any(callbacks::callback))
         .route("/c/{token}", get(clicks::click))
+        .route("/inbox/stream", get(inbox_stream::stream))
         .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
         .layer(DefaultBodyLimit::max(body_limit))
         // Its own limit, checked as the file streams in; the form around it is small.

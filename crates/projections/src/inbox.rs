@@ -6,14 +6,23 @@
 //! tracked links already rewritten; a row is kept from acceptance (hidden) and shown from the
 //! dispatch on. A message that dispatch gives up (deduplicated, shielded, discarded, failed) or
 //! that is recalled leaves the table. A message is read once its receiver follows one of its
-//! links (`MessageClicked`), as in the domain.
+//! links (`MessageClicked`) or an inbox client marks it read (`MessageRead`), as in the domain.
+//!
+//! Each delivered row keeps the log place of its `MessageDispatched` ([`Cursor`]): the order the
+//! projection made rows visible, so the real-time stream (`/inbox/stream`) sends a receiver's
+//! messages in that order and resumes after the last one a client saw. The live handler can be
+//! given a notifier ([`Inbox::with_notifier`]): after each batch commits, it hears of every row
+//! the batch made visible ([`Notice`]), so a notification never arrives before its row.
 //!
 //! Sensitive words masked at dispatch are not in the log (`MessageDispatched` records only how
 //! many), so the inbox shows the text as accepted, and `masked_words` says how many were masked.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use chrono::{DateTime, Utc};
 use domain::{MessageEvent, TemplateContent};
 use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, on_read, on_tx};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::Target;
 
@@ -32,10 +41,48 @@ pub fn filter() -> LogFilter {
 /// The read tables.
 pub const TABLES: &[&str] = &["inbox_messages"];
 
+/// Where a delivered message stands in its receiver's stream: the log place of its
+/// `MessageDispatched`, in the projection's (and the log's) reading order. Written `{tx}-{pos}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Cursor {
+    pub transaction_id: i64,
+    pub global_position: i64,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.transaction_id, self.global_position)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (tx, pos) = s.trim().split_once('-').ok_or(())?;
+        Ok(Cursor {
+            transaction_id: tx.parse().map_err(|_| ())?,
+            global_position: pos.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+/// A row the projection made visible: a message delivered to `receiver`'s inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub tenant: String,
+    pub receiver: String,
+    pub message_id: String,
+    pub cursor: Cursor,
+}
+
 /// The projection's handler, writing to the live table or to its shadow copy.
 #[derive(Debug, Clone)]
 pub struct Inbox {
     messages: String,
+    notifier: Option<UnboundedSender<Notice>>,
+    /// The rows the batch in hand made visible, told to the notifier once it commits.
+    pending: Arc<Mutex<Vec<Notice>>>,
 }
 
 impl Default for Inbox {
@@ -70,7 +117,19 @@ impl Inbox {
     pub fn new(target: Target) -> Self {
         Inbox {
             messages: target.table("inbox_messages"),
+            notifier: None,
+            pending: Arc::default(),
         }
+    }
+
+    /// Tells `notifier` of each row made visible, after its batch commits.
+    pub fn with_notifier(mut self, notifier: UnboundedSender<Notice>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Notice>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn apply(&self, tx: &mut StoreTx, recorded: &RecordedEvent) -> Result<(), HandlerError> {
@@ -113,18 +172,32 @@ impl Inbox {
             }
             E::MessageDispatched(e) => {
                 let sql = format!(
-                    "UPDATE {table} SET delivered_at = $2, masked_words = $3 WHERE message_id = $1"
+                    "UPDATE {table} SET delivered_at = $2, masked_words = $3, delivered_tx = $4, \
+                     delivered_pos = $5 WHERE message_id = $1 RETURNING tenant_id, receiver"
                 );
-                on_tx!(tx, |conn| sqlx::query(&sql)
+                let cursor = Cursor {
+                    transaction_id: recorded.checkpoint.transaction_id,
+                    global_position: recorded.checkpoint.global_position,
+                };
+                let row: Option<(String, String)> = on_tx!(tx, |conn| sqlx::query_as(&sql)
                     .bind(message_id)
                     .bind(at)
                     .bind(i64::from(e.masked_words))
-                    .execute(conn)
-                    .await
-                    .map(|r| r.rows_affected()))?;
+                    .bind(cursor.transaction_id)
+                    .bind(cursor.global_position)
+                    .fetch_optional(conn)
+                    .await)?;
+                if let (Some((tenant, receiver)), Some(_)) = (row, &self.notifier) {
+                    self.pending().push(Notice {
+                        tenant,
+                        receiver,
+                        message_id: message_id.to_owned(),
+                        cursor,
+                    });
+                }
                 return Ok(());
             }
-            E::MessageClicked(_) => (
+            E::MessageClicked(_) | E::MessageRead(_) => (
                 format!(
                     "UPDATE {table} SET read_at = $2 WHERE message_id = $1 AND read_at IS NULL"
                 ),
@@ -157,10 +230,22 @@ impl Inbox {
 
 impl store::Handler for Inbox {
     async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        // What an earlier batch left was rolled back with it.
+        self.pending().clear();
         for recorded in events {
             self.apply(tx, recorded).await?;
         }
         Ok(())
+    }
+
+    async fn committed(&self) {
+        let notices = std::mem::take(&mut *self.pending());
+        if let Some(notifier) = &self.notifier {
+            for notice in notices {
+                // The receiving end stops only when the process does.
+                let _ = notifier.send(notice);
+            }
+        }
     }
 }
 
@@ -178,11 +263,53 @@ pub struct InboxMessage {
     pub accepted_at: DateTime<Utc>,
     pub delivered_at: DateTime<Utc>,
     pub read_at: Option<DateTime<Utc>>,
+    /// Its place in the receiver's stream.
+    pub cursor: Cursor,
 }
 
 fn instant(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
+
+const COLUMNS: &str = "message_id, template_id, kind, title, body, url, masked_words, \
+     accepted_at, delivered_at, read_at, COALESCE(delivered_tx, 0), COALESCE(delivered_pos, 0)";
+
+type Row = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+    i64,
+);
+
+fn message(r: Row) -> InboxMessage {
+    InboxMessage {
+        message_id: r.0,
+        template_id: r.1,
+        kind: r.2,
+        title: r.3,
+        body: r.4,
+        url: r.5,
+        masked_words: r.6,
+        accepted_at: instant(r.7),
+        delivered_at: instant(r.8),
+        read_at: r.9.map(instant),
+        cursor: Cursor {
+            transaction_id: r.10,
+            global_position: r.11,
+        },
+    }
+}
+
+const UNREAD_SQL: &str = "SELECT COUNT(*) FROM inbox_messages WHERE tenant_id = $1 \
+     AND receiver = $2 AND delivered_at IS NOT NULL AND read_at IS NULL";
 
 /// A page of `receiver`'s delivered messages in `tenant`, newest first, after the message id
 /// `after`; whether more follow; and how many of all of them are unread.
@@ -195,8 +322,7 @@ pub async fn inbox(
 ) -> Result<(Vec<InboxMessage>, bool, i64), sqlx::Error> {
     let limit = i64::try_from(first.saturating_add(1)).unwrap_or(i64::MAX);
     let sql = format!(
-        "SELECT message_id, template_id, kind, title, body, url, masked_words, accepted_at, \
-         delivered_at, read_at FROM inbox_messages \
+        "SELECT {COLUMNS} FROM inbox_messages \
          WHERE tenant_id = $1 AND receiver = $2 AND delivered_at IS NOT NULL{} \
          ORDER BY message_id DESC LIMIT {limit}",
         if after.is_some() {
@@ -205,27 +331,13 @@ pub async fn inbox(
             ""
         }
     );
-    let unread_sql = "SELECT COUNT(*) FROM inbox_messages WHERE tenant_id = $1 AND receiver = $2 \
-         AND delivered_at IS NOT NULL AND read_at IS NULL";
-    type Row = (
-        String,
-        String,
-        String,
-        Option<String>,
-        String,
-        Option<String>,
-        i64,
-        i64,
-        i64,
-        Option<i64>,
-    );
     let (rows, unread): (Vec<Row>, i64) = on_read!(store, |pool| {
         let mut query = sqlx::query_as(&sql).bind(tenant).bind(receiver);
         if let Some(after) = after {
             query = query.bind(after);
         }
         let rows = query.fetch_all(pool).await?;
-        let unread = sqlx::query_scalar(unread_sql)
+        let unread = sqlx::query_scalar(UNREAD_SQL)
             .bind(tenant)
             .bind(receiver)
             .fetch_one(pool)
@@ -233,21 +345,43 @@ pub async fn inbox(
         Ok::<_, sqlx::Error>((rows, unread))
     })?;
     let has_next = rows.len() > first;
-    let page = rows
-        .into_iter()
-        .take(first)
-        .map(|r| InboxMessage {
-            message_id: r.0,
-            template_id: r.1,
-            kind: r.2,
-            title: r.3,
-            body: r.4,
-            url: r.5,
-            masked_words: r.6,
-            accepted_at: instant(r.7),
-            delivered_at: instant(r.8),
-            read_at: r.9.map(instant),
-        })
-        .collect();
+    let page = rows.into_iter().take(first).map(message).collect();
     Ok((page, has_next, unread))
+}
+
+/// How many of `receiver`'s delivered messages in `tenant` are unread.
+pub async fn unread(store: &Store, tenant: &str, receiver: &str) -> Result<i64, sqlx::Error> {
+    on_read!(store, |pool| sqlx::query_scalar(UNREAD_SQL)
+        .bind(tenant)
+        .bind(receiver)
+        .fetch_one(pool)
+        .await)
+}
+
+/// Up to `limit` of `receiver`'s delivered messages in `tenant` after `after` (from the first
+/// without it), in stream order: the order the projection delivered them.
+pub async fn delivered_after(
+    store: &Store,
+    tenant: &str,
+    receiver: &str,
+    after: Option<Cursor>,
+    limit: usize,
+) -> Result<Vec<InboxMessage>, sqlx::Error> {
+    let after = after.unwrap_or_default();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Row-value comparison is in both Postgres and SQLite (3.15 on), and walks the index.
+    let sql = format!(
+        "SELECT {COLUMNS} FROM inbox_messages \
+         WHERE tenant_id = $1 AND receiver = $2 AND delivered_pos IS NOT NULL \
+         AND (delivered_tx, delivered_pos) > ($3, $4) \
+         ORDER BY delivered_tx, delivered_pos LIMIT {limit}"
+    );
+    let rows: Vec<Row> = on_read!(store, |pool| sqlx::query_as(&sql)
+        .bind(tenant)
+        .bind(receiver)
+        .bind(after.transaction_id)
+        .bind(after.global_position)
+        .fetch_all(pool)
+        .await)?;
+    Ok(rows.into_iter().map(message).collect())
 }

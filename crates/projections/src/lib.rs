@@ -148,4 +148,10 @@ impl store::Handler for Handler {
             Handler::Inbox(h) => h.handle(tx, events).await,
         }
     }
+
+    async fn committed(&self) {
+        if let Handler::Inbox(h) = self {
+            store::Handler::committed(h).await;
+        }
+    }
 }

@@ -111,6 +111,7 @@ impl Reconciliation {
             | E::MessageRateLimited(_)
             | E::DispatchFailed(_)
             | E::MessageClicked(_)
+            | E::MessageRead(_)
             | E::RecallRequested(_)
             | E::RecallFailed(_) => {}
         }

@@ -170,6 +170,8 @@ pub fn step(message: &mut Option<Seen>, event: &MessageEvent) -> Vec<(String, Co
     match event {
         // Applied once already (a stream has one acceptance).
         E::MessageAccepted(_) => Vec::new(),
+        // Read without a click: the inbox counts it, the daily counters do not.
+        E::MessageRead(_) => Vec::new(),
         E::MessageDeduplicated(_) => one(Counter::Deduplicated),
         E::MessageShielded(_) => one(Counter::Shielded),
         E::MessageDiscarded(_) => one(Counter::Discarded),

@@ -71,6 +71,7 @@ pub fn kind(event: &MessageEvent) -> &'static str {
             ReceiptOutcome::Undelivered => "UNDELIVERED",
         },
         E::MessageClicked(_) => "CLICKED",
+        E::MessageRead(_) => "READ",
         E::RecallRequested(_) => "RECALL_REQUESTED",
         E::MessageRecalled(_) => "RECALLED",
         E::RecallFailed(_) => "RECALL_FAILED",
@@ -232,7 +233,10 @@ fn fold(rows: &mut HashMap<String, TraceRow>, step: &Step<'_>) -> bool {
             }
         }
         E::MessageClicked(_) => row.clicks += 1,
-        E::MessageRateLimited(_) | E::RecallRequested(_) | E::RecallFailed(_) => {}
+        E::MessageRateLimited(_)
+        | E::MessageRead(_)
+        | E::RecallRequested(_)
+        | E::RecallFailed(_) => {}
     }
     row.updated_at = step.at;
     true

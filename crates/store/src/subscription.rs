@@ -23,6 +23,13 @@ pub trait Handler: Send + Sync + 'static {
         tx: &mut StoreTx,
         events: &[RecordedEvent],
     ) -> impl Future<Output = std::result::Result<(), HandlerError>> + Send;
+
+    /// Called after the transaction of the last `handle` committed, for work that must never
+    /// run before the writes are visible (a notification that a row exists). Not called when
+    /// the batch rolled back; the next `handle` starts afresh.
+    fn committed(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// How a subscription reads.
@@ -136,7 +143,9 @@ async fn handle_batch<S: EventStore, H: Handler>(
     store
         .save_checkpoint(&mut tx, key, saved, next, owner)
         .await?;
-    tx.commit().await
+    tx.commit().await?;
+    handler.committed().await;
+    Ok(())
 }
 
 async fn pause(delay: Duration, shutdown: &CancellationToken) {
@@ -154,5 +163,9 @@ impl<H: Handler> Handler for Arc<H> {
         events: &[RecordedEvent],
     ) -> impl Future<Output = std::result::Result<(), HandlerError>> + Send {
         (**self).handle(tx, events)
+    }
+
+    fn committed(&self) -> impl Future<Output = ()> + Send {
+        (**self).committed()
     }
 }

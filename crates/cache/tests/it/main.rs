@@ -6,6 +6,7 @@
 
 mod breaker;
 mod contract;
+mod pubsub;
 mod redis_only;
 mod shared;
 mod support;

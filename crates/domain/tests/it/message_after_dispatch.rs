@@ -82,6 +82,23 @@ fn clicks_count_at_any_time_after_acceptance() {
 }
 
 #[test]
+fn a_message_is_read_once_by_a_mark_or_a_click() {
+    let state = check(vec![accepted(), dispatched()], read_cmd(), Ok(vec![read()]));
+    assert!(state.read && !state.clicked);
+    check(
+        vec![accepted(), dispatched(), read()],
+        read_cmd(),
+        Ok(vec![]),
+    );
+    check(
+        vec![accepted(), dispatched(), clicked()],
+        read_cmd(),
+        Ok(vec![]),
+    );
+    check(vec![], read_cmd(), Err(MessageError::NotAccepted));
+}
+
+#[test]
 fn a_click_must_name_a_tracked_link() {
     check(
         vec![accepted()],

@@ -264,6 +264,7 @@ pub fn any_event() -> impl Strategy<Value = MessageEvent> {
             }
             .into()
         }),
+        (any_text(), any_time()).prop_map(|(source, at)| MessageRead { source, at }.into()),
         (any_text(), proptest::option::of(any_text()), any_time()).prop_map(
             |(actor, request_id, at)| RecallRequested {
                 actor,

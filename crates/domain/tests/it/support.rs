@@ -183,6 +183,21 @@ pub fn clicked() -> MessageEvent {
     .into()
 }
 
+pub fn read() -> MessageEvent {
+    MessageRead {
+        source: "inbox".to_owned(),
+        at: t(6),
+    }
+    .into()
+}
+
+pub fn read_cmd() -> MessageCommand {
+    MessageCommand::MarkRead {
+        source: "inbox".to_owned(),
+        at: t(6),
+    }
+}
+
 pub fn recall_requested() -> MessageEvent {
     RecallRequested {
         actor: "ops".to_owned(),

@@ -39,7 +39,7 @@ fn accepted_payload_shape() {
 
 #[test]
 fn event_types_are_the_variant_names() {
-    assert_eq!(MessageEvent::EVENT_TYPES.len(), 14);
+    assert_eq!(MessageEvent::EVENT_TYPES.len(), 15);
     assert!(MessageEvent::EVENT_TYPES.contains(&"DispatchFailed"));
     assert_eq!(<MessageEvent as DomainEvent>::SCHEMA_VERSION, 1);
     assert_eq!(DomainEvent::event_type(&recalled(true)), "MessageRecalled");

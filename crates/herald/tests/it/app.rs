@@ -204,7 +204,7 @@ pub async fn spawn_on(
         &shutdown,
     )
     .unwrap();
-    let mut projections = herald::roles::start_projections(&store, &shutdown);
+    let mut projections = herald::roles::start_projections(&store, &state.bus, &shutdown);
     let mut crowds = herald::roles::start_crowds(&state, &config, &shutdown).unwrap();
     let mut alerts = herald::alerts::start(&store, &config, &shutdown).unwrap();
     // One set owns every role, so dropping the app stops them.

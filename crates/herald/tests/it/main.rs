@@ -15,6 +15,7 @@ mod dispatch;
 mod failover;
 mod graphql;
 mod inbox;
+mod inbox_stream;
 mod isolation;
 mod limits;
 mod logs;

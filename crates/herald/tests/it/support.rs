@@ -38,9 +38,15 @@ pub fn herald(dir: &Path) -> Command {
 }
 
 /// Starts `herald serve` on a free port and waits for it to say where it listens.
-pub async fn serve(mut command: Command) -> Server {
+pub async fn serve(command: Command) -> Server {
+    serve_with(command, &[]).await
+}
+
+/// [`serve`] with more arguments to `serve`, such as `--role api`.
+pub async fn serve_with(mut command: Command, args: &[&str]) -> Server {
     command
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stderr(Stdio::piped());
     let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
