@@ -8,6 +8,7 @@
 //! - [`keys`]: tenants and API keys (hashed at rest, shown once).
 //! - [`templates`]: the template aggregate's commands and queries.
 //! - [`send`]: the send chain with idempotency by request id.
+//! - [`policies`]: live dispatch policy per tenant and template.
 //! - [`recall`]: recall by message id.
 //! - [`clicks`]: a followed tracked link, recorded.
 //! - [`csv`]: CSV lines read a piece at a time.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod keys;
 pub mod links;
+pub mod policies;
 pub mod recall;
 pub mod secrets;
 pub mod send;

@@ -35,6 +35,8 @@ pub struct AppState {
     pub accounts: dispatch::accounts::LiveAccounts,
     /// The access tokens of the accounts' suppliers; dispatch connects them to its cache.
     pub tokens: dispatch::tokens::Tokens,
+    /// Tenants' and templates' live policy, for the dispatch options.
+    pub policies: dispatch::live_policy::LivePolicies,
 }
 
 impl AppState {
@@ -105,6 +107,7 @@ impl AppState {
             links,
             accounts: runtime.accounts,
             tokens: runtime.tokens,
+            policies: runtime.policies,
         })
     }
 }

@@ -58,6 +58,11 @@ const POSTGRES: &[Source] = &[
         "channel accounts",
         include_str!("../../../migrations/postgres/0010_channel_accounts.sql"),
     ),
+    (
+        12,
+        "live policy",
+        include_str!("../../../migrations/postgres/0012_policies.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[
@@ -110,6 +115,11 @@ const SQLITE: &[Source] = &[
         10,
         "channel accounts",
         include_str!("../../../migrations/sqlite/0010_channel_accounts.sql"),
+    ),
+    (
+        12,
+        "live policy",
+        include_str!("../../../migrations/sqlite/0012_policies.sql"),
     ),
 ];
 

@@ -22,6 +22,7 @@ mod metrics;
 mod portability;
 mod readme;
 mod reconcile;
+mod policies;
 mod reload;
 mod replay;
 mod sandbox;
