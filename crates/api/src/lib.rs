@@ -5,6 +5,7 @@
 //! - [`templates`], [`sending`], [`messages`], [`stats`] (statistics, reconciliation and the
 //!   projections' lag), [`inbox`], [`crowd`] (crowd sends): the resolvers, one root object per feature, merged below.
 //! - [`channel_accounts`]: channel accounts made and changed at run time (`admin` scope).
+//! - [`policies`]: live dispatch policy per tenant and template (`admin` scope).
 //! - [`errors`]: how command errors become `extensions.code`.
 //! - [`rate`]: the per-key request rate limit.
 //! - [`metrics`]: counts root fields by outcome for `/metrics`.
@@ -15,6 +16,7 @@ pub mod errors;
 pub mod inbox;
 pub mod messages;
 pub mod metrics;
+pub mod policies;
 pub mod rate;
 pub mod sending;
 pub mod stats;
@@ -62,6 +64,7 @@ pub struct QueryRoot(
     inbox::InboxQuery,
     crowd::CrowdQuery,
     channel_accounts::ChannelAccountQuery,
+    policies::PolicyQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -71,6 +74,7 @@ pub struct MutationRoot(
     crowd::CrowdMutation,
     channel_accounts::ChannelAccountMutation,
     inbox::InboxMutation,
+    policies::PolicyMutation,
 );
 
 pub type HeraldSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -8,6 +8,7 @@
 //! - [`keys`]: tenants and API keys (hashed at rest, shown once).
 //! - [`templates`]: the template aggregate's commands and queries.
 //! - [`send`]: the send chain with idempotency by request id.
+//! - [`policies`]: live dispatch policy per tenant and template.
 //! - [`recall`]: recall by message id.
 //! - [`clicks`]: a followed tracked link, recorded.
 //! - [`inbox`]: signed receiver tokens for the real-time inbox, and marking messages read.
@@ -25,6 +26,7 @@ pub mod events;
 pub mod inbox;
 pub mod keys;
 pub mod links;
+pub mod policies;
 pub mod recall;
 pub mod secrets;
 pub mod send;

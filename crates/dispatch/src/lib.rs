@@ -7,6 +7,7 @@
 //! - [`inbox`]: the INBOX channel, delivered on send.
 //! - [`worker`]: lane workers that claim, send and record the outcome.
 //! - [`policy`]: the policy rules as pure functions (night shield, dedup and frequency keys).
+//! - [`live_policy`]: tenants' and templates' overrides of the policy, resolved per message.
 //! - [`recall`]: recall of messages already handed over, through the supplier where the channel can.
 //! - [`receipts`]: receipts read back from suppliers, pulled per account or asked per message.
 //! - [`sensitive`]: the sensitive-word list, masking or rejecting content before it goes out.
@@ -31,6 +32,7 @@ pub mod feishu;
 pub mod getui;
 pub mod http;
 pub mod inbox;
+pub mod live_policy;
 pub mod policy;
 pub mod recall;
 pub mod receipts;

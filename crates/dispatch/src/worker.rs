@@ -53,6 +53,11 @@ pub struct WorkerOptions {
     pub receipt_query_delay: Duration,
     /// Tenants that send only to whitelisted receivers.
     pub sandbox: policy::Sandbox,
+    /// The discard switch: every message is discarded (`DISCARD_SWITCH`). Set by live policy
+    /// for a tenant or template.
+    pub discard: bool,
+    /// Tenants' and templates' overrides of these options, resolved per message.
+    pub policies: crate::live_policy::LivePolicies,
 }
 
 impl WorkerOptions {
@@ -81,6 +86,8 @@ impl Default for WorkerOptions {
             sensitive_action: SensitiveAction::Mask,
             receipt_query_delay: crate::receipts::FIRST_QUERY_AFTER,
             sandbox: policy::Sandbox::default(),
+            discard: false,
+            policies: crate::live_policy::LivePolicies::default(),
         }
     }
 }
@@ -258,6 +265,13 @@ pub async fn process(
     let Some(accepted) = state.accepted.clone() else {
         return finish(store, &stream, Next::Remove).await;
     };
+    // The tenant's and the template's live policy over the configured options.
+    let resolved =
+        options
+            .policies
+            .current()
+            .resolve(&accepted.tenant, accepted.template_id, options);
+    let options = resolved.as_ref().unwrap_or(options);
     if let Some(trace_id) = &trace_id {
         tracing::Span::current().record("trace_id", trace_id.as_str());
     }
@@ -297,6 +311,13 @@ pub async fn process(
     if !options.sandbox.allows(&accepted) {
         let discard = MessageCommand::DiscardMessage {
             rule: DiscardRule::NotWhitelisted,
+            at: now,
+        };
+        return record_one(store, &stream, &metadata, discard, Next::Remove).await;
+    }
+    if options.discard {
+        let discard = MessageCommand::DiscardMessage {
+            rule: DiscardRule::DiscardSwitch,
             at: now,
         };
         return record_one(store, &stream, &metadata, discard, Next::Remove).await;

@@ -22,6 +22,7 @@
 //! - [`crowd`]: the crowd send stream: a template to an audience from a CSV, once or on a cron schedule.
 //! - [`crowd_state`]: a crowd send's state, its commands and `decide`, and when its runs fire.
 //! - [`cron`]: cron expressions and their next firing.
+//! - [`policy`]: live dispatch policy per tenant and template: its events and `decide`.
 //! - [`metadata`]: the metadata stored next to every event.
 //! - [`wire`]: what all event enums share: decoding errors and the `DomainEvent` trait.
 //!
@@ -41,6 +42,7 @@ pub mod message;
 pub mod message_decide;
 pub mod message_state;
 pub mod metadata;
+pub mod policy;
 pub mod receiver;
 pub mod send;
 pub mod template;

@@ -40,6 +40,8 @@ wire_enum! {
         NotWhitelisted = "NOT_WHITELISTED",
         SensitiveWords = "SENSITIVE_WORDS",
         ReceiverBlocked = "RECEIVER_BLOCKED",
+        /// The tenant's or template's discard switch is on (live policy).
+        DiscardSwitch = "DISCARD_SWITCH",
     }
 }
 

@@ -260,7 +260,8 @@ pub async fn run(cli: Cli, config: Config, shutdown: CancellationToken) -> anyho
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
-            let options = crate::roles::dispatch_options(&config)?;
+            let mut options = crate::roles::dispatch_options(&config)?;
+            options.policies = state.policies.clone();
             let (sender, options) = tokio::sync::watch::channel(options);
             let mut dispatch = crate::roles::start_dispatch(
                 &state.store,

@@ -7,7 +7,7 @@
 //! {"header":{"format":"herald-export","version":1,"source_backend":"sqlite","herald_version":"0.1.0","exported_at":"…"}}
 //! {"row":{"table":"tenants","values":{"id":"acme","created_at":"…"}}}
 //! …                                   (tenants, api_keys, template_index, herald_settings,
-//!                                      channel_accounts, account_secrets (sealed), uploads,
+//!                                      channel_accounts, account_secrets (sealed), policies, uploads,
 //!                                      upload_chunks, crowd_schedule, dispatch_queue's receipt lane)
 //! {"event":{"stream_id":"message-…","stream_position":1,"event_id":"…","event_type":"MessageAccepted","schema_version":1,"data":{…},"metadata":{…},"recorded_at":"…"}}
 //! …                                   (every event, in log order)
@@ -99,6 +99,8 @@ enum Row {
     /// Their secrets, sealed: an export never holds a plaintext secret, and the importing
     /// deployment needs the same `HERALD_SECRET_KEY`.
     AccountSecrets(SecretEntry),
+    /// The live policy scopes' index; the rules themselves are streams.
+    Policies(PolicyEntry),
     /// The audiences of crowd sends, as uploaded.
     Uploads(UploadEntry),
     UploadChunks(ChunkEntry),
@@ -144,6 +146,14 @@ struct Setting {
 struct AccountEntry {
     account_id: String,
     tenant_id: String,
+    version: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PolicyEntry {
+    stream_id: String,
+    tenant_id: String,
+    template_id: String,
     version: i64,
 }
 
@@ -1084,6 +1094,21 @@ async fn export_rows(
             sealed,
         }))?;
     }
+    let policies: Vec<(String, String, String, i64)> = on_read!(store, |pool| {
+        sqlx::query_as(
+            "SELECT stream_id, tenant_id, template_id, version FROM policies ORDER BY stream_id",
+        )
+        .fetch_all(pool)
+        .await
+    })?;
+    for (stream_id, tenant_id, template_id, version) in policies {
+        sink(Row::Policies(PolicyEntry {
+            stream_id,
+            tenant_id,
+            template_id,
+            version,
+        }))?;
+    }
 
     // Uploads: Postgres keeps the time as timestamptz, SQLite as `YYYY-MM-DD HH:MM:SS` text.
     let uploads: Vec<UploadEntry> = match store {
@@ -1229,6 +1254,7 @@ impl Row {
             Row::HeraldSettings(_) => "herald_settings",
             Row::ChannelAccounts(_) => "channel_accounts",
             Row::AccountSecrets(_) => "account_secrets",
+            Row::Policies(_) => "policies",
             Row::Uploads(_) => "uploads",
             Row::UploadChunks(_) => "upload_chunks",
             Row::CrowdSchedule(_) => "crowd_schedule",
@@ -1334,6 +1360,17 @@ async fn write_row(tx: &mut StoreTx, row: &Row) -> Result<u64, sqlx::Error> {
         .bind(&a.account_id)
         .bind(&a.name)
         .bind(&a.sealed)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())),
+        Row::Policies(p) => on_tx!(tx, |conn| sqlx::query(
+            "INSERT INTO policies (stream_id, tenant_id, template_id, version) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO NOTHING"
+        )
+        .bind(&p.stream_id)
+        .bind(&p.tenant_id)
+        .bind(&p.template_id)
+        .bind(p.version)
         .execute(conn)
         .await
         .map(|r| r.rows_affected())),

@@ -333,7 +333,9 @@ pub async fn watch_config(
         seen = now;
         let loaded = load().and_then(|config| Ok((dispatch_options(&config)?, config)));
         match loaded {
-            Ok((options, config)) => {
+            Ok((mut options, config)) => {
+                // Live policy is not in the file: it goes on as it was.
+                options.policies = sender.borrow().policies.clone();
                 if config.accounts != current.accounts
                     || config.database != current.database
                     || config.listen != current.listen

@@ -12,6 +12,7 @@ use std::time::Duration;
 use commands::accounts::{AccountCatalog, ConfiguredAccount, LiveAccount};
 use commands::secrets::Keyring;
 use dispatch::accounts::{AccountConfig, Accounts, LiveAccounts};
+use dispatch::live_policy::{LivePolicies, PolicyTable};
 use dispatch::tokens::Tokens;
 use domain::AccountSpec;
 use store::Store;
@@ -85,6 +86,8 @@ async fn load(
 /// What [`start`] sets up for a process.
 pub struct Runtime {
     pub accounts: LiveAccounts,
+    /// Tenants' and templates' live policy; the dispatch options carry it.
+    pub policies: LivePolicies,
     /// The suppliers' access tokens; dispatch connects them to its cache.
     pub tokens: Tokens,
     pub keyring: Keyring,
@@ -110,8 +113,14 @@ pub async fn start(store: &Store, config: &crate::config::Config) -> anyhow::Res
         Duration::from_millis(config.runtime.poll_ms.max(50)),
     )
     .await?;
+    let policies = watch_policies(
+        store.clone(),
+        Duration::from_millis(config.runtime.poll_ms.max(50)),
+    )
+    .await?;
     Ok(Runtime {
         accounts,
+        policies,
         tokens,
         keyring,
         configured,
@@ -163,4 +172,51 @@ pub async fn watch_accounts(
         }
     });
     Ok(LiveAccounts::follow(receiver))
+}
+
+async fn load_policies(store: &Store) -> anyhow::Result<PolicyTable> {
+    let scopes = commands::policies::load_all(store)
+        .await
+        .map_err(|e| anyhow::anyhow!("loading the live policy: {e}"))?;
+    let (table, errors) = PolicyTable::new(scopes);
+    for (scope, error) in errors {
+        tracing::error!(stream = %scope.stream_name(), %error, "a policy cannot be applied; it is left out");
+    }
+    Ok(table)
+}
+
+/// Loads the live policy and follows the store, like [`watch_accounts`].
+pub async fn watch_policies(store: Store, poll: Duration) -> anyhow::Result<LivePolicies> {
+    let fingerprint = commands::policies::fingerprint(&store)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the live policy: {e}"))?;
+    let (sender, receiver) = watch::channel(load_policies(&store).await?);
+    tokio::spawn(async move {
+        let mut seen = fingerprint;
+        loop {
+            tokio::select! {
+                () = sender.closed() => return,
+                () = tokio::time::sleep(poll) => {}
+            }
+            let now = match commands::policies::fingerprint(&store).await {
+                Ok(now) => now,
+                Err(error) => {
+                    tracing::warn!(%error, "checking the live policy failed");
+                    continue;
+                }
+            };
+            if now == seen {
+                continue;
+            }
+            match load_policies(&store).await {
+                Ok(table) => {
+                    seen = now;
+                    tracing::info!(scopes = table.len(), "live policy reloaded");
+                    sender.send_replace(table);
+                }
+                Err(error) => tracing::warn!(%error, "reloading the live policy failed"),
+            }
+        }
+    });
+    Ok(LivePolicies::follow(receiver))
 }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub inbox_heartbeat: Duration,
     /// Carries inbox notifications between processes (or within this one).
     pub bus: inbox_stream::Bus,
+    /// Tenants' and templates' live policy, for the dispatch options.
+    pub policies: dispatch::live_policy::LivePolicies,
 }
 
 impl AppState {
@@ -116,6 +118,7 @@ impl AppState {
             inbox_tokens,
             inbox_heartbeat: Duration::from_secs(api_config.inbox_heartbeat_secs.max(1)),
             bus: inbox_stream::Bus::new(&config.cache.redis_url, &config.cache.key_prefix),
+            policies: runtime.policies,
         })
     }
 }

@@ -63,6 +63,11 @@ const POSTGRES: &[Source] = &[
         "inbox delivery cursor",
         include_str!("../../../migrations/postgres/0011_inbox_cursor.sql"),
     ),
+    (
+        12,
+        "live policy",
+        include_str!("../../../migrations/postgres/0012_policies.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[
@@ -120,6 +125,11 @@ const SQLITE: &[Source] = &[
         11,
         "inbox delivery cursor",
         include_str!("../../../migrations/sqlite/0011_inbox_cursor.sql"),
+    ),
+    (
+        12,
+        "live policy",
+        include_str!("../../../migrations/sqlite/0012_policies.sql"),
     ),
 ];
 

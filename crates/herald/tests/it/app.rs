@@ -193,7 +193,8 @@ pub async fn spawn_on(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let options = herald::roles::dispatch_options(&config).unwrap();
+    let mut options = herald::roles::dispatch_options(&config).unwrap();
+    options.policies = state.policies.clone();
     let (options_sender, options) = tokio::sync::watch::channel(options);
     let mut dispatch = herald::roles::start_dispatch(
         &store,

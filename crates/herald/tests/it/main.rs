@@ -20,6 +20,7 @@ mod isolation;
 mod limits;
 mod logs;
 mod metrics;
+mod policies;
 mod portability;
 mod readme;
 mod reconcile;
