@@ -88,6 +88,7 @@ fn names_are_screaming_snake_case() {
             "NOT_WHITELISTED",
             "SENSITIVE_WORDS",
             "RECEIVER_BLOCKED",
+            "DISCARD_SWITCH",
         ],
     );
     check_names(ErrorClass::ALL, &["RETRYABLE", "FINAL", "THROTTLED"]);
