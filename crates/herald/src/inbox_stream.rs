@@ -198,6 +198,7 @@ pub async fn stream(
         must_read: true,
         heartbeat,
         expires: tokio::time::Instant::now() + expires_in,
+        shutdown: state.shutdown.clone(),
     };
     Sse::new(events(reader))
         .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
@@ -223,10 +224,12 @@ struct Reader {
     must_read: bool,
     heartbeat: Duration,
     expires: tokio::time::Instant,
+    /// The server is stopping: the stream ends (the client reconnects elsewhere and resumes).
+    shutdown: CancellationToken,
 }
 
 impl Reader {
-    /// The next message to send, or `None` when the token has expired.
+    /// The next message to send, or `None` when the token has expired or the server stops.
     async fn next(&mut self) -> Option<InboxMessage> {
         loop {
             if let Some(message) = self.buffer.pop_front() {
@@ -236,7 +239,7 @@ impl Reader {
                 self.cursor = Some(message.cursor);
                 return Some(message);
             }
-            if tokio::time::Instant::now() >= self.expires {
+            if tokio::time::Instant::now() >= self.expires || self.shutdown.is_cancelled() {
                 return None;
             }
             if self.must_read {
@@ -273,6 +276,7 @@ impl Reader {
                 // The ground truth, should a notification be lost on the way.
                 () = tokio::time::sleep(self.heartbeat) => self.must_read = true,
                 () = tokio::time::sleep_until(self.expires) => return None,
+                () = self.shutdown.cancelled() => return None,
             }
         }
     }

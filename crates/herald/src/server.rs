@@ -41,6 +41,9 @@ pub struct AppState {
     pub inbox_heartbeat: Duration,
     /// Carries inbox notifications between processes (or within this one).
     pub bus: inbox_stream::Bus,
+    /// Cancelled when the server stops: open `/inbox/stream` connections end then, rather than
+    /// hold the graceful shutdown for its whole grace period.
+    pub shutdown: CancellationToken,
     /// Tenants' and templates' live policy, for the dispatch options.
     pub policies: dispatch::live_policy::LivePolicies,
 }
@@ -118,6 +121,7 @@ impl AppState {
             inbox_tokens,
             inbox_heartbeat: Duration::from_secs(api_config.inbox_heartbeat_secs.max(1)),
             bus: inbox_stream::Bus::new(&config.cache.redis_url, &config.cache.key_prefix),
+            shutdown: CancellationToken::new(),
             policies: runtime.policies,
         })
     }
@@ -155,6 +159,10 @@ pub async fn run(
     let address = listener.local_addr()?;
     tracing::info!(%address, store = state.store.backend(), "herald is listening");
     let graceful = shutdown.clone();
+    let state = AppState {
+        shutdown: shutdown.clone(),
+        ..state
+    };
     let server = axum::serve(listener, app(state))
         .with_graceful_shutdown(async move { graceful.cancelled().await });
     let drained = async {

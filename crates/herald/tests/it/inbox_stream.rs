@@ -320,6 +320,28 @@ async fn inbox_streams_across_processes_and_resumes_without_loss() {
     assert_eq!(status, 200);
     assert_eq!(answer["errors"][0]["extensions"]["reason"], "INVALID_TTL");
 
-    drop((a, b));
+    // SIGTERM ends an open stream at once, so the server stops well inside its grace period.
+    let open_stream = open(a.address, &user_token, None).await;
+    let mut a = a;
+    let pid = a.child.id().unwrap().to_string();
+    let stopping = std::time::Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(8), a.child.wait())
+        .await
+        .expect("exits before the 10 s grace period")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    drop((open_stream, b));
     deployment.remove().await;
 }
