@@ -360,7 +360,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             format: "text".to_owned(),
-            filter: "info".to_owned(),
+            filter: "info,sqlx::postgres::notice=warn".to_owned(),
         }
     }
 }
