@@ -537,3 +537,69 @@ async fn send_and_wait(client: &Client, store: &Store, key: &str, template: &str
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Moving a deployment moves its run-time accounts and live policy: the export holds the
+/// secrets sealed, never in the clear, and the target opens them with the same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_policy_move_from_sqlite_to_postgres_still_sealed() {
+    let key = commands::secrets::Keyring::generate();
+    let app = spawn("sqlite", |c| c.security.secret_key = key.clone()).await;
+    let admin = app.key("acme", "admin").await;
+    let (_, created) = app
+        .gql(
+            Some(&admin),
+            CREATE,
+            json!({ "input": runtime_hook("hooks-rt", SECRET) }),
+        )
+        .await;
+    assert_eq!(
+        created["data"]["createChannelAccount"]["id"], "hooks-rt",
+        "{created}"
+    );
+    let set = "mutation { setPolicy(input: { dedupWindowSecs: 42 }) { version } }";
+    let (_, policy) = app.gql(Some(&admin), set, json!({})).await;
+    assert_eq!(policy["data"]["setPolicy"]["version"], 1, "{policy}");
+    let source = app.database_url.clone();
+    app.finish().await;
+
+    let dir = crate::support::empty_dir();
+    let file = dir.join("store.ndjson");
+    let file_arg = file.to_str().unwrap();
+    let target = crate::support::postgres_database().await;
+    for (url, args) in [
+        (&source, ["export", "--out", file_arg]),
+        (&target, ["import", "--in", file_arg]),
+    ] {
+        let output = crate::support::herald(&dir)
+            .args(["--database-url", url])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let exported = std::fs::read_to_string(&file).unwrap();
+    assert!(exported.contains("\"account_secrets\""));
+    assert!(!exported.contains(SECRET));
+
+    let store = Store::connect(&target).await.unwrap();
+    let keyring = commands::secrets::Keyring::new(Some(&key), &[]).unwrap();
+    let (live, broken) = commands::accounts::load_all(&store, &keyring)
+        .await
+        .unwrap();
+    assert!(broken.is_empty(), "{broken:?}");
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].account_id, "hooks-rt");
+    assert_eq!(live[0].secrets["secret"], SECRET);
+    let scopes = commands::policies::load_all(&store).await.unwrap();
+    assert_eq!(scopes.len(), 1);
+    assert_eq!(scopes[0].1.dedup_window_secs, Some(42));
+    if let Store::Postgres(s) = &store {
+        s.pool().close().await;
+    }
+    crate::support::drop_database(&target).await;
+}
