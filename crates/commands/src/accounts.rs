@@ -591,12 +591,7 @@ pub async fn history(
 /// stream versions (every change raises one version). One read of a small table, so every
 /// process can ask it each second.
 pub async fn fingerprint(store: &Store) -> Result<(i64, i64), CommandError> {
-    on_read!(store, |pool| sqlx::query_as::<_, (i64, i64)>(
-        "SELECT COUNT(*), CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM channel_accounts"
-    )
-    .fetch_one(pool)
-    .await)
-    .map_err(CommandError::internal)
+    events::index_fingerprint(store, "channel_accounts").await
 }
 
 /// Every run-time account with its secrets opened, and the accounts that could not be loaded

@@ -2,7 +2,7 @@
 //! and encoding events with their metadata for an append.
 
 use domain::{DomainEvent, EventMetadata};
-use store::{EventStore, NewEvent, RecordedEvent, Store};
+use store::{EventStore, NewEvent, RecordedEvent, Store, on_read};
 
 use crate::error::CommandError;
 
@@ -47,4 +47,18 @@ pub async fn load<E: DomainEvent>(
             return Ok((events, version));
         }
     }
+}
+
+/// The row count and the sum of the `version` column of an index of streams (one row per
+/// stream, its version moved in the commit that appends to it): it changes with every append
+/// to any of them, so a process notices a change by reading one small table.
+pub async fn index_fingerprint(
+    store: &Store,
+    table: &'static str,
+) -> Result<(i64, i64), CommandError> {
+    let sql = format!("SELECT COUNT(*), CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM {table}");
+    on_read!(store, |pool| sqlx::query_as::<_, (i64, i64)>(&sql)
+        .fetch_one(pool)
+        .await)
+    .map_err(CommandError::internal)
 }

@@ -101,12 +101,7 @@ pub async fn get(
 
 /// Changes whenever any scope changes (see `accounts::fingerprint`).
 pub async fn fingerprint(store: &Store) -> Result<(i64, i64), CommandError> {
-    on_read!(store, |pool| sqlx::query_as::<_, (i64, i64)>(
-        "SELECT COUNT(*), CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM policies"
-    )
-    .fetch_one(pool)
-    .await)
-    .map_err(CommandError::internal)
+    events::index_fingerprint(store, "policies").await
 }
 
 /// Every scope with rules.

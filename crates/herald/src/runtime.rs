@@ -95,7 +95,8 @@ pub struct Runtime {
     pub configured: Vec<AccountConfig>,
 }
 
-/// The channel accounts of `config` and of the store, followed every `runtime.poll_ms`.
+/// The channel accounts of `config` and of the store, and the live policy, followed every
+/// `runtime.poll_ms`.
 pub async fn start(store: &Store, config: &crate::config::Config) -> anyhow::Result<Runtime> {
     use anyhow::Context;
     let keyring = config
@@ -105,19 +106,10 @@ pub async fn start(store: &Store, config: &crate::config::Config) -> anyhow::Res
     let configured = crate::roles::resolve(&config.accounts)?;
     let tokens = Tokens::pending();
     let base = Accounts::from_config(&configured, &tokens).context("configuring accounts")?;
-    let accounts = watch_accounts(
-        store.clone(),
-        base,
-        keyring.clone(),
-        tokens.clone(),
-        Duration::from_millis(config.runtime.poll_ms.max(50)),
-    )
-    .await?;
-    let policies = watch_policies(
-        store.clone(),
-        Duration::from_millis(config.runtime.poll_ms.max(50)),
-    )
-    .await?;
+    let poll = Duration::from_millis(config.runtime.poll_ms.max(50));
+    let accounts =
+        watch_accounts(store.clone(), base, keyring.clone(), tokens.clone(), poll).await?;
+    let policies = watch_policies(store.clone(), poll).await?;
     Ok(Runtime {
         accounts,
         policies,
@@ -136,42 +128,62 @@ pub async fn watch_accounts(
     tokens: Tokens,
     poll: Duration,
 ) -> anyhow::Result<LiveAccounts> {
-    let fingerprint = commands::accounts::fingerprint(&store)
+    let receiver = follow(
+        store,
+        poll,
+        "the run-time channel accounts",
+        |store| async move { commands::accounts::fingerprint(&store).await },
+        move |store| {
+            let (base, keyring, tokens) = (base.clone(), keyring.clone(), tokens.clone());
+            async move { load(&store, &base, &keyring, &tokens).await }
+        },
+    )
+    .await?;
+    Ok(LiveAccounts::follow(receiver))
+}
+
+/// Loads `what` and reloads it whenever its fingerprint in the store moves, checked every
+/// `poll`; a failed check or load is logged and the current value kept. Ends when every
+/// receiver is dropped.
+async fn follow<T, F, FFut, L, LFut>(
+    store: Store,
+    poll: Duration,
+    what: &'static str,
+    fingerprint: F,
+    load: L,
+) -> anyhow::Result<watch::Receiver<T>>
+where
+    T: Send + Sync + 'static,
+    F: Fn(Store) -> FFut + Send + Sync + 'static,
+    FFut: Future<Output = Result<(i64, i64), commands::CommandError>> + Send,
+    L: Fn(Store) -> LFut + Send + Sync + 'static,
+    LFut: Future<Output = anyhow::Result<T>> + Send,
+{
+    let mut seen = fingerprint(store.clone())
         .await
-        .map_err(|e| anyhow::anyhow!("reading the run-time channel accounts: {e}"))?;
-    let first = load(&store, &base, &keyring, &tokens).await?;
-    let (sender, receiver) = watch::channel(first);
+        .map_err(|e| anyhow::anyhow!("reading {what}: {e}"))?;
+    let (sender, receiver) = watch::channel(load(store.clone()).await?);
     tokio::spawn(async move {
-        let mut seen = fingerprint;
         loop {
             tokio::select! {
                 () = sender.closed() => return,
                 () = tokio::time::sleep(poll) => {}
             }
-            let now = match commands::accounts::fingerprint(&store).await {
-                Ok(now) => now,
-                Err(error) => {
-                    tracing::warn!(%error, "checking the run-time channel accounts failed");
-                    continue;
-                }
-            };
-            if now == seen {
-                continue;
-            }
-            match load(&store, &base, &keyring, &tokens).await {
-                Ok(accounts) => {
-                    seen = now;
-                    tracing::info!(
-                        accounts = accounts.all().count(),
-                        "channel accounts reloaded"
-                    );
-                    sender.send_replace(accounts);
-                }
-                Err(error) => tracing::warn!(%error, "reloading the channel accounts failed"),
+            match fingerprint(store.clone()).await {
+                Ok(now) if now == seen => {}
+                Ok(now) => match load(store.clone()).await {
+                    Ok(value) => {
+                        seen = now;
+                        tracing::info!("{what} reloaded");
+                        sender.send_replace(value);
+                    }
+                    Err(error) => tracing::warn!(%error, "reloading {what} failed"),
+                },
+                Err(error) => tracing::warn!(%error, "checking {what} failed"),
             }
         }
     });
-    Ok(LiveAccounts::follow(receiver))
+    Ok(receiver)
 }
 
 async fn load_policies(store: &Store) -> anyhow::Result<PolicyTable> {
@@ -187,36 +199,13 @@ async fn load_policies(store: &Store) -> anyhow::Result<PolicyTable> {
 
 /// Loads the live policy and follows the store, like [`watch_accounts`].
 pub async fn watch_policies(store: Store, poll: Duration) -> anyhow::Result<LivePolicies> {
-    let fingerprint = commands::policies::fingerprint(&store)
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the live policy: {e}"))?;
-    let (sender, receiver) = watch::channel(load_policies(&store).await?);
-    tokio::spawn(async move {
-        let mut seen = fingerprint;
-        loop {
-            tokio::select! {
-                () = sender.closed() => return,
-                () = tokio::time::sleep(poll) => {}
-            }
-            let now = match commands::policies::fingerprint(&store).await {
-                Ok(now) => now,
-                Err(error) => {
-                    tracing::warn!(%error, "checking the live policy failed");
-                    continue;
-                }
-            };
-            if now == seen {
-                continue;
-            }
-            match load_policies(&store).await {
-                Ok(table) => {
-                    seen = now;
-                    tracing::info!(scopes = table.len(), "live policy reloaded");
-                    sender.send_replace(table);
-                }
-                Err(error) => tracing::warn!(%error, "reloading the live policy failed"),
-            }
-        }
-    });
+    let receiver = follow(
+        store,
+        poll,
+        "the live policy",
+        |store| async move { commands::policies::fingerprint(&store).await },
+        |store| async move { load_policies(&store).await },
+    )
+    .await?;
     Ok(LivePolicies::follow(receiver))
 }
