@@ -300,6 +300,22 @@ fn view(info: ChannelAccountInfo, version: u64) -> AccountView {
     }
 }
 
+/// The account after `new_events` on `state`, as the API shows it.
+fn shown(
+    state: ChannelAccountState,
+    new_events: &[ChannelAccountEvent],
+    version: u64,
+) -> Result<AccountView, CommandError> {
+    let state = new_events
+        .iter()
+        .try_fold(state, channel_account::apply)
+        .map_err(CommandError::internal)?;
+    let info = state
+        .info
+        .ok_or_else(|| CommandError::internal("an account after its events has info"))?;
+    Ok(view(info, version))
+}
+
 fn configured_view(account: ConfiguredAccount) -> AccountView {
     AccountView {
         account_id: account.account_id,
@@ -360,14 +376,7 @@ pub async fn create(
         &[],
     )
     .await?;
-    let state = new_events
-        .iter()
-        .try_fold(ChannelAccountState::default(), channel_account::apply)
-        .map_err(CommandError::internal)?;
-    let info = state
-        .info
-        .ok_or_else(|| CommandError::internal("a created account has info"))?;
-    Ok(view(info, version))
+    shown(ChannelAccountState::default(), &new_events, version)
 }
 
 /// Changes an account's spec or secrets. The result is checked as a whole, with the secrets it
@@ -429,14 +438,7 @@ pub async fn update(
         &patch.secrets_removed,
     )
     .await?;
-    let state = new_events
-        .iter()
-        .try_fold(state, channel_account::apply)
-        .map_err(CommandError::internal)?;
-    let info = state
-        .info
-        .ok_or_else(|| CommandError::internal("an updated account has info"))?;
-    Ok(view(info, version))
+    shown(state, &new_events, version)
 }
 
 /// Disables (`enabled = false`) or enables an account. Disabling takes it out of dispatch on
@@ -485,14 +487,7 @@ pub async fn set_enabled(
         &[],
     )
     .await?;
-    let state = new_events
-        .iter()
-        .try_fold(state, channel_account::apply)
-        .map_err(CommandError::internal)?;
-    let info = state
-        .info
-        .ok_or_else(|| CommandError::internal("an account has info"))?;
-    Ok(view(info, version))
+    shown(state, &new_events, version)
 }
 
 /// The configuration file's accounts (read-only), then the tenant's own, by id.
