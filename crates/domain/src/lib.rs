@@ -22,6 +22,9 @@
 //! - [`crowd`]: the crowd send stream: a template to an audience from a CSV, once or on a cron schedule.
 //! - [`crowd_state`]: a crowd send's state, its commands and `decide`, and when its runs fire.
 //! - [`cron`]: cron expressions and their next firing.
+//! - [`http_supplier`]: declarative HTTP suppliers: a supplier defined as data, its events and `decide`.
+//! - [`http_supplier_check`]: the rules a definition must meet, each failure naming its field.
+//! - [`http_template`]: the `{{name}}` templates of a definition.
 //! - [`policy`]: live dispatch policy per tenant and template: its events and `decide`.
 //! - [`metadata`]: the metadata stored next to every event.
 //! - [`wire`]: what all event enums share: decoding errors and the `DomainEvent` trait.
@@ -37,6 +40,9 @@ pub mod channel_account_decide;
 pub mod cron;
 pub mod crowd;
 pub mod crowd_state;
+pub mod http_supplier;
+pub mod http_supplier_check;
+pub mod http_template;
 pub mod ids;
 pub mod message;
 pub mod message_decide;

@@ -4,6 +4,7 @@
 mod channel;
 mod channel_account;
 mod crowd;
+mod http_supplier;
 mod ids;
 mod message;
 mod message_after_dispatch;
