@@ -9,6 +9,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::aliyun::AliyunSmsSupplier;
+use crate::declarative::HttpSupplier;
 use crate::dingtalk::{DingtalkRobot, DingtalkWork};
 use crate::email::EmailSupplier;
 use crate::feishu::FeishuRobot;
@@ -29,7 +30,8 @@ pub struct AccountConfig {
     pub id: String,
     pub channel: Channel,
     /// `webhook`, `inbox`, `smtp`, `tencent_sms`, `aliyun_sms`, `dingtalk_robot`, `dingtalk_work`,
-    /// `wecom_robot`, `wecom_app`, `feishu_robot`, `wechat_official`, `mini_program` or `getui`.
+    /// `wecom_robot`, `wecom_app`, `feishu_robot`, `wechat_official`, `mini_program`, `getui`, or
+    /// `http:{name}` for a tenant's declarative HTTP supplier.
     pub supplier: String,
     /// The supplier's API address, for a private endpoint or a test double (absent: the
     /// supplier's public address).
@@ -52,6 +54,10 @@ pub struct AccountConfig {
     /// Sends at once before the rate applies (default: one second's worth).
     #[serde(default)]
     pub rate_limit_burst: Option<u32>,
+    /// The definition an `http:{name}` supplier names, loaded from the store beside the
+    /// account (never from the configuration file).
+    #[serde(skip)]
+    pub http_supplier: Option<Arc<domain::http_supplier::HttpSupplierSpec>>,
 }
 
 fn one() -> u32 {
@@ -76,6 +82,7 @@ impl AccountConfig {
             timeout_secs: spec.timeout_secs,
             rate_limit_per_sec: spec.rate_limit.map(|l| l.per_sec.0),
             rate_limit_burst: spec.rate_limit.and_then(|l| l.burst),
+            http_supplier: None,
         }
     }
 
@@ -167,6 +174,9 @@ fn build_supplier(
         "feishu_robot" => Arc::new(FeishuRobot::from_account(config)?),
         "wechat_official" => Arc::new(WechatOfficial::from_account(config, tokens)?),
         "mini_program" => Arc::new(MiniProgram::from_account(config, tokens)?),
+        name if name.starts_with(domain::http_supplier::ACCOUNT_PREFIX) => {
+            Arc::new(HttpSupplier::from_account(config)?)
+        }
         other => {
             return Err(AccountError::UnknownSupplier {
                 id: config.id.clone(),
@@ -473,6 +483,7 @@ mod tests {
             timeout_secs: 1,
             rate_limit_per_sec: None,
             rate_limit_burst: None,
+            http_supplier: None,
         }
     }
 

@@ -13,6 +13,8 @@
 //! - [`sensitive`]: the sensitive-word list, masking or rejecting content before it goes out.
 //! - [`tokens`]: access tokens shared by every process, refreshed one at a time under a lock.
 //! - [`webhook`]: the WEBHOOK channel: a signed JSON POST.
+//! - [`declarative`]: declarative HTTP suppliers (`http:{name}`): a tenant's definition rendered,
+//!   signed and read back, and its dry run.
 //! - [`tencent`]: Tencent Cloud SMS (TC3-HMAC-SHA256 signed `SendSms`, `PullSmsSendStatus` receipts).
 //! - [`aliyun`]: SMS through Aliyun's `dysmsapi` (send, and receipts per message).
 //! - [`email`]: the EMAIL channel over SMTP (supplier `smtp`), attachments fetched over http(s).
@@ -26,6 +28,7 @@
 
 pub mod accounts;
 pub mod aliyun;
+pub mod declarative;
 pub mod dingtalk;
 pub mod email;
 pub mod feishu;

@@ -629,6 +629,7 @@ mod tests {
             timeout_secs: 1,
             rate_limit_per_sec: None,
             rate_limit_burst: None,
+            http_supplier: None,
         };
         let supplier = TencentSms::from_account(&config).expect("supplier");
         let debug = format!("{supplier:?}");

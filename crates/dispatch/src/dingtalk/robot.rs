@@ -350,6 +350,7 @@ mod tests {
             timeout_secs: 1,
             rate_limit_per_sec: None,
             rate_limit_burst: None,
+            http_supplier: None,
         };
         let robot = DingtalkRobot::from_account(&config).expect("robot");
         let debug = format!("{robot:?}");

@@ -576,6 +576,7 @@ mod tests {
             timeout_secs: 1,
             rate_limit_per_sec: None,
             rate_limit_burst: None,
+            http_supplier: None,
         };
         let work = DingtalkWork::from_account(&config, &Tokens::in_process()).expect("supplier");
         let debug = format!("{work:?}");

@@ -46,6 +46,7 @@ fn account(port: u16, tls: &str) -> AccountConfig {
         timeout_secs: 5,
         rate_limit_per_sec: None,
         rate_limit_burst: None,
+        http_supplier: None,
     }
 }
 

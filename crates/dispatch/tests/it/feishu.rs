@@ -181,6 +181,7 @@ fn supplier_with(secret: Option<&str>, settings: &[(&str, &str)]) -> Arc<dyn Sup
         timeout_secs: 2,
         rate_limit_per_sec: None,
         rate_limit_burst: None,
+        http_supplier: None,
     };
     for (name, value) in settings {
         config
@@ -349,6 +350,7 @@ async fn markdown_goes_as_a_post_when_the_account_asks() {
         timeout_secs: 2,
         rate_limit_per_sec: None,
         rate_limit_burst: None,
+        http_supplier: None,
     };
     let refused = Accounts::from_config(std::slice::from_ref(&bad), &Tokens::in_process());
     let Err(error) = refused else {

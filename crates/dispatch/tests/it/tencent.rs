@@ -290,6 +290,7 @@ fn supplier(address: SocketAddr, secret_key: &str) -> Arc<dyn Supplier> {
         timeout_secs: 2,
         rate_limit_per_sec: None,
         rate_limit_burst: None,
+        http_supplier: None,
     };
     let accounts =
         Accounts::from_config(&[config], &dispatch::tokens::Tokens::in_process()).unwrap();

@@ -326,6 +326,7 @@ pub fn config(address: SocketAddr, master_secret: &str) -> AccountConfig {
         timeout_secs: 5,
         rate_limit_per_sec: None,
         rate_limit_burst: None,
+        http_supplier: None,
     }
 }
 

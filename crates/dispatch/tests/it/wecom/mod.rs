@@ -214,6 +214,7 @@ fn account(channel: Channel, supplier: &str, base_url: &str, secret: &str) -> Ac
         timeout_secs: 5,
         rate_limit_per_sec: None,
         rate_limit_burst: None,
+        http_supplier: None,
     }
 }
 
