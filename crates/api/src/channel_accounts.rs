@@ -150,7 +150,8 @@ pub struct CreateChannelAccountInput {
     pub channel: Channel,
     /// The supplier kind: `tencent_sms`, `aliyun_sms`, `smtp`, `webhook`, `dingtalk_robot`,
     /// `dingtalk_work`, `wecom_robot`, `wecom_app`, `feishu_robot`, `wechat_official`,
-    /// `mini_program` or `getui`.
+    /// `mini_program`, `getui`, or `http:{name}` for one of the tenant's declarative HTTP
+    /// suppliers (see `defineHttpSupplier`).
     pub supplier: String,
     /// The supplier's API address (absent: its public one).
     pub base_url: Option<String>,
@@ -194,7 +195,7 @@ pub struct UpdateChannelAccountInput {
     pub clear_rate_limit: bool,
 }
 
-fn pairs(field: &str, list: Vec<Setting>) -> Result<BTreeMap<String, String>> {
+pub(crate) fn pairs(field: &str, list: Vec<Setting>) -> Result<BTreeMap<String, String>> {
     let mut map = BTreeMap::new();
     for Setting { name, value } in list {
         if map.insert(name.clone(), value).is_some() {

@@ -5,6 +5,7 @@
 //! - [`templates`], [`sending`], [`messages`], [`stats`] (statistics, reconciliation and the
 //!   projections' lag), [`inbox`], [`crowd`] (crowd sends): the resolvers, one root object per feature, merged below.
 //! - [`channel_accounts`]: channel accounts made and changed at run time (`admin` scope).
+//! - [`http_suppliers`]: declarative HTTP suppliers, defined and dry-run (`admin` scope).
 //! - [`policies`]: live dispatch policy per tenant and template (`admin` scope).
 //! - [`errors`]: how command errors become `extensions.code`.
 //! - [`rate`]: the per-key request rate limit.
@@ -13,6 +14,7 @@
 pub mod channel_accounts;
 pub mod crowd;
 pub mod errors;
+pub mod http_suppliers;
 pub mod inbox;
 pub mod messages;
 pub mod metrics;
@@ -65,6 +67,7 @@ pub struct QueryRoot(
     crowd::CrowdQuery,
     channel_accounts::ChannelAccountQuery,
     policies::PolicyQuery,
+    http_suppliers::HttpSupplierQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -75,6 +78,7 @@ pub struct MutationRoot(
     channel_accounts::ChannelAccountMutation,
     inbox::InboxMutation,
     policies::PolicyMutation,
+    http_suppliers::HttpSupplierMutation,
 );
 
 pub type HeraldSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

@@ -6,9 +6,13 @@
 //! work with is refused before anything is written.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use domain::channel_account::{self, ChannelAccountInfo};
+use domain::http_supplier::{DryRunReport, DryRunRequest, HttpSupplierSpec};
 use domain::{
     AccountPatch, AccountSpec, ChannelAccountCommand, ChannelAccountEvent, ChannelAccountState,
     EventMetadata, TenantId,
@@ -26,12 +30,22 @@ pub const MAX_SECRET_LEN: usize = 8192;
 pub trait AccountCatalog: Send + Sync {
     /// Refuses a definition the supplier cannot work with (an unknown supplier, a channel it
     /// does not serve, a missing setting or secret), saying what is wrong.
+    /// `http_supplier` is the definition an `http:{name}` supplier names.
     fn check(
         &self,
         account_id: &str,
         spec: &AccountSpec,
         secrets: &BTreeMap<String, String>,
+        http_supplier: Option<Arc<HttpSupplierSpec>>,
     ) -> Result<(), String>;
+
+    /// Tries a declarative supplier's definition for real (see `http_suppliers::define`).
+    fn dry_run<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        spec: &'a HttpSupplierSpec,
+        request: DryRunRequest,
+    ) -> Pin<Box<dyn Future<Output = DryRunReport> + Send + 'a>>;
 
     /// The accounts of the configuration file, which the API shows but cannot change.
     fn configured(&self) -> Vec<ConfiguredAccount>;
@@ -361,8 +375,9 @@ pub async fn create(
     let state = channel_account::fold(&existing).map_err(CommandError::internal)?;
     let new_events = channel_account::decide(&state, command)?;
     check_secret_values(&new.secrets)?;
+    let definition = crate::http_suppliers::for_account(store, tenant, &new.spec.supplier).await?;
     catalog
-        .check(&id, &new.spec, &new.secrets)
+        .check(&id, &new.spec, &new.secrets, definition)
         .map_err(unusable)?;
     let sealed = seal_all(keyring, &id, &new.secrets)?;
     let version = append(
@@ -425,7 +440,10 @@ pub async fn update(
     }
     secrets.extend(update.secrets.clone());
     let (spec, _) = channel_account::patched(&info.spec, &patch);
-    catalog.check(id, &spec, &secrets).map_err(unusable)?;
+    let definition = crate::http_suppliers::for_account(store, tenant, &spec.supplier).await?;
+    catalog
+        .check(id, &spec, &secrets, definition)
+        .map_err(unusable)?;
     let sealed = seal_all(keyring, id, &update.secrets)?;
     let version = append(
         store,

@@ -3,6 +3,7 @@
 //!
 //! - [`error`]: the coded error every command returns.
 //! - [`accounts`]: channel accounts made at run time, with their audit trail.
+//! - [`http_suppliers`]: declarative HTTP suppliers defined by a tenant's admin, tried by a dry run.
 //! - [`secrets`]: secrets sealed with AES-256-GCM under a key from the environment.
 //! - [`links`]: signed click-tracking links.
 //! - [`keys`]: tenants and API keys (hashed at rest, shown once).
@@ -23,6 +24,7 @@ pub mod crowd_run;
 pub mod csv;
 pub mod error;
 pub mod events;
+pub mod http_suppliers;
 pub mod inbox;
 pub mod keys;
 pub mod links;

@@ -7,7 +7,8 @@
 //! {"header":{"format":"herald-export","version":1,"source_backend":"sqlite","herald_version":"0.1.0","exported_at":"…"}}
 //! {"row":{"table":"tenants","values":{"id":"acme","created_at":"…"}}}
 //! …                                   (tenants, api_keys, template_index, herald_settings,
-//!                                      channel_accounts, account_secrets (sealed), policies, uploads,
+//!                                      channel_accounts, account_secrets (sealed), policies,
+//!                                      http_suppliers, uploads,
 //!                                      upload_chunks, crowd_schedule, dispatch_queue's receipt lane)
 //! {"event":{"stream_id":"message-…","stream_position":1,"event_id":"…","event_type":"MessageAccepted","schema_version":1,"data":{…},"metadata":{…},"recorded_at":"…"}}
 //! …                                   (every event, in log order)
@@ -101,6 +102,8 @@ enum Row {
     AccountSecrets(SecretEntry),
     /// The live policy scopes' index; the rules themselves are streams.
     Policies(PolicyEntry),
+    /// The declarative HTTP suppliers' index; the definitions themselves are streams.
+    HttpSuppliers(HttpSupplierEntry),
     /// The audiences of crowd sends, as uploaded.
     Uploads(UploadEntry),
     UploadChunks(ChunkEntry),
@@ -154,6 +157,14 @@ struct PolicyEntry {
     stream_id: String,
     tenant_id: String,
     template_id: String,
+    version: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct HttpSupplierEntry {
+    stream_id: String,
+    tenant_id: String,
+    name: String,
     version: i64,
 }
 
@@ -1109,6 +1120,21 @@ async fn export_rows(
             version,
         }))?;
     }
+    let http_suppliers: Vec<(String, String, String, i64)> = on_read!(store, |pool| {
+        sqlx::query_as(
+            "SELECT stream_id, tenant_id, name, version FROM http_suppliers ORDER BY stream_id",
+        )
+        .fetch_all(pool)
+        .await
+    })?;
+    for (stream_id, tenant_id, name, version) in http_suppliers {
+        sink(Row::HttpSuppliers(HttpSupplierEntry {
+            stream_id,
+            tenant_id,
+            name,
+            version,
+        }))?;
+    }
 
     // Uploads: Postgres keeps the time as timestamptz, SQLite as `YYYY-MM-DD HH:MM:SS` text.
     let uploads: Vec<UploadEntry> = match store {
@@ -1255,6 +1281,7 @@ impl Row {
             Row::ChannelAccounts(_) => "channel_accounts",
             Row::AccountSecrets(_) => "account_secrets",
             Row::Policies(_) => "policies",
+            Row::HttpSuppliers(_) => "http_suppliers",
             Row::Uploads(_) => "uploads",
             Row::UploadChunks(_) => "upload_chunks",
             Row::CrowdSchedule(_) => "crowd_schedule",
@@ -1371,6 +1398,17 @@ async fn write_row(tx: &mut StoreTx, row: &Row) -> Result<u64, sqlx::Error> {
         .bind(&p.tenant_id)
         .bind(&p.template_id)
         .bind(p.version)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())),
+        Row::HttpSuppliers(h) => on_tx!(tx, |conn| sqlx::query(
+            "INSERT INTO http_suppliers (stream_id, tenant_id, name, version) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO NOTHING"
+        )
+        .bind(&h.stream_id)
+        .bind(&h.tenant_id)
+        .bind(&h.name)
+        .bind(h.version)
         .execute(conn)
         .await
         .map(|r| r.rows_affected())),

@@ -1,5 +1,6 @@
 //! Run-time channel accounts, wired: the catalog the account commands ask (dispatch knows the
-//! suppliers), and the watcher that keeps every process's accounts up to date.
+//! suppliers, and makes declarative suppliers' dry runs), and the watcher that keeps every
+//! process's accounts, and the declarative suppliers they use, up to date.
 //!
 //! Each process reads a fingerprint of the run-time accounts from the store every
 //! `runtime.poll_ms` (one read of a small table) and, when it moved, loads the accounts again,
@@ -7,6 +8,8 @@
 //! every process on both backends, Redis or not, within one interval.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use commands::accounts::{AccountCatalog, ConfiguredAccount, LiveAccount};
@@ -14,9 +17,13 @@ use commands::secrets::Keyring;
 use dispatch::accounts::{AccountConfig, Accounts, LiveAccounts};
 use dispatch::live_policy::{LivePolicies, PolicyTable};
 use dispatch::tokens::Tokens;
-use domain::AccountSpec;
+use domain::http_supplier::{DryRunReport, DryRunRequest, HttpSupplierSpec};
+use domain::{AccountSpec, TenantId};
 use store::Store;
 use tokio::sync::watch;
+
+/// How long a dry run's call may take.
+const DRY_RUN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server's side of [`AccountCatalog`].
 pub struct Catalog {
@@ -30,13 +37,29 @@ impl AccountCatalog for Catalog {
         account_id: &str,
         spec: &AccountSpec,
         secrets: &BTreeMap<String, String>,
+        http_supplier: Option<Arc<HttpSupplierSpec>>,
     ) -> Result<(), String> {
         // Building the supplier checks what it needs, and makes no request: suppliers that
         // sign in fetch their token on the first send.
-        let config = AccountConfig::from_spec(account_id, spec, secrets);
+        let mut config = AccountConfig::from_spec(account_id, spec, secrets);
+        config.http_supplier = http_supplier;
         dispatch::accounts::build(&config, None, &Tokens::pending())
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    fn dry_run<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        spec: &'a HttpSupplierSpec,
+        request: DryRunRequest,
+    ) -> Pin<Box<dyn Future<Output = DryRunReport> + Send + 'a>> {
+        Box::pin(dispatch::declarative::dry_run(
+            spec,
+            tenant,
+            request,
+            DRY_RUN_TIMEOUT,
+        ))
     }
 
     fn configured(&self) -> Vec<ConfiguredAccount> {
@@ -51,14 +74,25 @@ impl AccountCatalog for Catalog {
     }
 }
 
-fn runtime_configs(live: Vec<LiveAccount>) -> Vec<(AccountConfig, domain::TenantId, bool)> {
+/// The run-time accounts' configurations, each `http:{name}` account with its tenant's
+/// definition (left without one when it is gone, so building it says so).
+fn runtime_configs(
+    live: Vec<LiveAccount>,
+    definitions: &BTreeMap<(TenantId, String), Arc<HttpSupplierSpec>>,
+) -> Vec<(AccountConfig, TenantId, bool)> {
     live.into_iter()
         .map(|a| {
-            (
-                AccountConfig::from_spec(&a.account_id, &a.spec, &a.secrets),
-                a.tenant,
-                a.enabled,
-            )
+            let mut config = AccountConfig::from_spec(&a.account_id, &a.spec, &a.secrets);
+            if let Some(name) = a
+                .spec
+                .supplier
+                .strip_prefix(domain::http_supplier::ACCOUNT_PREFIX)
+            {
+                config.http_supplier = definitions
+                    .get(&(a.tenant.clone(), name.to_owned()))
+                    .cloned();
+            }
+            (config, a.tenant, a.enabled)
         })
         .collect()
 }
@@ -76,7 +110,11 @@ async fn load(
     for (account, error) in broken {
         tracing::error!(%account, %error, "a run-time channel account cannot be opened; it is left out");
     }
-    let (accounts, errors) = Accounts::with_runtime(base, runtime_configs(live), tokens);
+    let definitions = commands::http_suppliers::load_all(store)
+        .await
+        .map_err(|e| anyhow::anyhow!("loading the declarative HTTP suppliers: {e}"))?;
+    let (accounts, errors) =
+        Accounts::with_runtime(base, runtime_configs(live, &definitions), tokens);
     for error in errors {
         tracing::error!(%error, "a run-time channel account cannot be built; it is left out");
     }
@@ -132,7 +170,13 @@ pub async fn watch_accounts(
         store,
         poll,
         "the run-time channel accounts",
-        |store| async move { commands::accounts::fingerprint(&store).await },
+        // A changed definition changes the accounts that use it.
+        |store| async move {
+            Ok((
+                commands::accounts::fingerprint(&store).await?,
+                commands::http_suppliers::fingerprint(&store).await?,
+            ))
+        },
         move |store| {
             let (base, keyring, tokens) = (base.clone(), keyring.clone(), tokens.clone());
             async move { load(&store, &base, &keyring, &tokens).await }
@@ -145,7 +189,7 @@ pub async fn watch_accounts(
 /// Loads `what` and reloads it whenever its fingerprint in the store moves, checked every
 /// `poll`; a failed check or load is logged and the current value kept. Ends when every
 /// receiver is dropped.
-async fn follow<T, F, FFut, L, LFut>(
+async fn follow<T, P, F, FFut, L, LFut>(
     store: Store,
     poll: Duration,
     what: &'static str,
@@ -154,8 +198,9 @@ async fn follow<T, F, FFut, L, LFut>(
 ) -> anyhow::Result<watch::Receiver<T>>
 where
     T: Send + Sync + 'static,
+    P: PartialEq + Send + 'static,
     F: Fn(Store) -> FFut + Send + Sync + 'static,
-    FFut: Future<Output = Result<(i64, i64), commands::CommandError>> + Send,
+    FFut: Future<Output = Result<P, commands::CommandError>> + Send,
     L: Fn(Store) -> LFut + Send + Sync + 'static,
     LFut: Future<Output = anyhow::Result<T>> + Send,
 {

@@ -68,6 +68,11 @@ const POSTGRES: &[Source] = &[
         "live policy",
         include_str!("../../../migrations/postgres/0012_policies.sql"),
     ),
+    (
+        13,
+        "declarative HTTP suppliers",
+        include_str!("../../../migrations/postgres/0013_http_suppliers.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[
@@ -130,6 +135,11 @@ const SQLITE: &[Source] = &[
         12,
         "live policy",
         include_str!("../../../migrations/sqlite/0012_policies.sql"),
+    ),
+    (
+        13,
+        "declarative HTTP suppliers",
+        include_str!("../../../migrations/sqlite/0013_http_suppliers.sql"),
     ),
 ];
 
