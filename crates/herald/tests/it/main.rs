@@ -14,6 +14,7 @@ mod dingtalk;
 mod dispatch;
 mod failover;
 mod graphql;
+mod http_suppliers;
 mod inbox;
 mod inbox_stream;
 mod isolation;
