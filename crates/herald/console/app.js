@@ -461,20 +461,40 @@
 
   // ---- Wiring -----------------------------------------------------------------------------
 
+  /** A fragment value, percent-decoded; unlike a query string, `+` stays a plus (`+8613…`). */
+  function decode(value) {
+    try {
+      return decodeURIComponent(value);
+    } catch {
+      return value;
+    }
+  }
+
   /**
    * Reads `#key=…&find=…&recon=ACCOUNT&date=…` from the URL. The key moves to sessionStorage
    * and out of the address bar, so it is not left in the browser history or a shared link.
    */
   function readFragment() {
-    const params = new URLSearchParams(location.hash.slice(1));
-    const fragmentKey = params.get("key");
-    if (fragmentKey) {
-      setKey(fragmentKey.trim());
-      params.delete("key");
-      const rest = params.toString();
-      window.history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+    const parts = location.hash.slice(1).split("&").filter(Boolean);
+    const params = new Map();
+    for (const part of parts) {
+      const at = part.indexOf("=");
+      const name = decode(at < 0 ? part : part.slice(0, at));
+      if (!params.has(name)) params.set(name, at < 0 ? "" : decode(part.slice(at + 1)));
     }
-    return { changedKey: Boolean(fragmentKey), find: params.get("find"), recon: params.get("recon"), date: params.get("date") };
+    const fragmentKey = (params.get("key") || "").trim();
+    if (fragmentKey) {
+      setKey(fragmentKey);
+      const rest = parts.filter((part) => decode(part.split("=")[0]) !== "key").join("&");
+      window.history.replaceState(null, "",
+        location.pathname + location.search + (rest ? `#${rest}` : ""));
+    }
+    return {
+      changedKey: Boolean(fragmentKey),
+      find: params.get("find"),
+      recon: params.get("recon"),
+      date: params.get("date"),
+    };
   }
 
   function applyFragment(first) {
