@@ -4,6 +4,7 @@
 //! - [`config`]: layered configuration (defaults, TOML file, `HERALD_*` environment, flags).
 //! - [`server`]: application state, routes and the serve loop.
 //! - [`graphql`]: `/graphql`, with authentication, rate and size limits.
+//! - [`console`]: `/console`, the web console (message lookup, rates, reconciliation).
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`metrics`]: `/metrics` (Prometheus text) and the HTTP request counter.
 //! - [`requests`]: each request's span and trace id (`traceparent`).
@@ -27,6 +28,7 @@ pub mod callbacks;
 pub mod cli;
 pub mod clicks;
 pub mod config;
+pub mod console;
 pub mod crowd;
 pub mod graphql;
 pub mod health;

@@ -15,7 +15,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::{callbacks, clicks, graphql, health, inbox_stream, metrics, requests, uploads};
+use crate::{
+    callbacks, clicks, console, graphql, health, inbox_stream, metrics, requests, uploads,
+};
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -138,6 +140,10 @@ pub fn app(state: AppState) -> Router {
         .route("/c/{token}", get(clicks::click))
         .route("/inbox/stream", get(inbox_stream::stream))
         .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
+        .route("/console", get(console::index))
+        .route("/console/", get(console::index))
+        .route("/console/app.js", get(console::script))
+        .route("/console/app.css", get(console::style))
         .layer(DefaultBodyLimit::max(body_limit))
         // Its own limit, checked as the file streams in; the form around it is small.
         .route(

@@ -6,6 +6,7 @@ mod app;
 mod bench;
 mod channel_accounts;
 mod cli;
+mod console;
 mod crash;
 mod crowd;
 mod crowd_crash;
