@@ -33,10 +33,14 @@ use store::Store;
 pub use commands::keys::Caller;
 
 /// The trace a request belongs to (W3C trace id, 32 lowercase hex digits): from the caller's
-/// `traceparent` header, or new. The transport attaches it; sends record it in their events'
-/// metadata, so dispatch logs the same id.
+/// `traceparent` header, or new; and the request's own span in it (16 hex digits). The
+/// transport attaches it; sends record both in their events' metadata, so dispatch logs the
+/// same trace id and continues the trace under the request's span.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceId(pub String);
+pub struct TraceId {
+    pub trace_id: String,
+    pub span_id: String,
+}
 
 /// What every resolver can reach.
 pub struct ApiState {

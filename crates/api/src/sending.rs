@@ -179,7 +179,10 @@ async fn run_send(
         store: &state.store,
         links: &state.links,
         limits: &state.send_limits,
-        trace_id: ctx.data_opt::<crate::TraceId>().map(|t| t.0.as_str()),
+        trace_id: ctx
+            .data_opt::<crate::TraceId>()
+            .map(|t| t.trace_id.as_str()),
+        span_id: ctx.data_opt::<crate::TraceId>().map(|t| t.span_id.as_str()),
     };
     let outcome = send::send(&cx, &caller.tenant, &caller.key_id, request, Utc::now())
         .await

@@ -71,6 +71,8 @@ pub struct SendContext<'a> {
     pub limits: &'a SendLimits,
     /// The trace the request belongs to, recorded in the events' metadata.
     pub trace_id: Option<&'a str>,
+    /// The request's span in that trace, which dispatch continues under.
+    pub span_id: Option<&'a str>,
 }
 
 pub async fn send(
@@ -107,6 +109,9 @@ pub async fn send(
         .with_actor(actor);
     if let Some(trace_id) = cx.trace_id {
         metadata = metadata.with_trace_id(trace_id);
+    }
+    if let Some(span_id) = cx.span_id {
+        metadata = metadata.with_span_id(span_id);
     }
 
     let mut appends = Vec::new();

@@ -20,6 +20,10 @@ pub struct EventMetadata {
     pub actor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The span (W3C parent id, 16 hex digits) that caused the event, so a later step, on any
+    /// process, continues the trace under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
 }
 
 impl EventMetadata {
@@ -30,6 +34,7 @@ impl EventMetadata {
             causation_id: None,
             actor: None,
             trace_id: None,
+            span_id: None,
         }
     }
 
@@ -50,6 +55,11 @@ impl EventMetadata {
 
     pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
         self.trace_id = Some(trace_id.into());
+        self
+    }
+
+    pub fn with_span_id(mut self, span_id: impl Into<String>) -> Self {
+        self.span_id = Some(span_id.into());
         self
     }
 }

@@ -1,4 +1,5 @@
-//! Process metrics in the Prometheus text format, with no dependencies.
+//! Process metrics in the Prometheus text format, and ([`trace`]) the helpers that keep one
+//! message's spans in one distributed trace.
 //!
 //! Code that counts calls [`counter`] or [`observe`] on the process's [`global`] registry; the
 //! server renders it at `/metrics` ([`Registry::render`]) together with gauges it reads from the
@@ -7,6 +8,8 @@
 //!
 //! One mutex guards the registry: an update is a map lookup and an add, far below the cost of
 //! the store write or the supplier call it counts.
+
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
