@@ -158,23 +158,15 @@ pub async fn run_lane(
             for message in claimed {
                 let context = Arc::clone(&context);
                 let options = Arc::clone(&current);
-                let span = tracing::info_span!(
-                    "dispatch",
-                    message_id = %message.message_id,
-                    lane = %lane,
-                    trace_id = tracing::field::Empty
-                );
-                in_flight.spawn(
-                    async move {
-                        let accounts = context.1.current();
-                        if let Err(error) =
-                            process(&context.0, &accounts, &context.2, &message, &options).await
-                        {
-                            tracing::warn!(%error, "dispatch failed; the lease will expire and it is retried");
-                        }
+                let lane = lane.to_string();
+                in_flight.spawn(async move {
+                    let accounts = context.1.current();
+                    if let Err(error) =
+                        process(&context.0, &accounts, &context.2, &message, &options, &lane).await
+                    {
+                        tracing::warn!(%error, message_id = %message.message_id, %lane, "dispatch failed; the lease will expire and it is retried");
                     }
-                    .instrument(span),
-                );
+                });
             }
         }
         if claimed_all {
@@ -218,16 +210,25 @@ pub(crate) async fn load(store: &Store, stream: &str) -> Result<(MessageState, u
         .map(|(state, version, _)| (state, version))
 }
 
-/// [`load`], with the trace id the message was accepted under, if its sender gave one.
+/// The trace a message was accepted in, and the span that accepted it.
+#[derive(Debug, Clone)]
+struct Trace {
+    trace_id: String,
+    span_id: Option<String>,
+}
+
+/// [`load`], with the trace the message was accepted in, if any.
 async fn load_traced(
     store: &Store,
     stream: &str,
-) -> Result<(MessageState, u64, Option<String>), ProcessError> {
+) -> Result<(MessageState, u64, Option<Trace>), ProcessError> {
     let recorded = store.read_stream(stream, 1, 10_000).await?;
     let trace_id = recorded.first().and_then(|r| {
-        serde_json::from_str::<EventMetadata>(&r.metadata)
-            .ok()
-            .and_then(|m| m.trace_id)
+        let metadata = serde_json::from_str::<EventMetadata>(&r.metadata).ok()?;
+        Some(Trace {
+            trace_id: metadata.trace_id?,
+            span_id: metadata.span_id,
+        })
     });
     let mut state = MessageState::default();
     for r in &recorded {
@@ -251,17 +252,59 @@ pub(crate) enum Next {
     Keep,
 }
 
-/// Takes one claimed message through its account's supplier and records what happened.
+/// Takes one claimed message through its account's supplier and records what happened, in a
+/// `dispatch` span that continues the trace the message was accepted in.
 pub async fn process(
     store: &Store,
     accounts: &Accounts,
     cache: &Cache,
     claimed: &Claimed,
     options: &WorkerOptions,
+    lane: &str,
+) -> Result<(), ProcessError> {
+    let stream = format!("message-{}", claimed.message_id);
+    let (state, _, trace) = load_traced(store, &stream).await?;
+    let span = tracing::info_span!(
+        "dispatch",
+        message_id = %claimed.message_id,
+        lane = %lane,
+        trace_id = tracing::field::Empty
+    );
+    if let Some(trace) = &trace {
+        span.record("trace_id", trace.trace_id.as_str());
+        telemetry::trace::continue_trace(&span, &trace.trace_id, trace.span_id.as_deref());
+    }
+    let trace_id = trace.map(|t| t.trace_id);
+    let loaded = Loaded {
+        stream,
+        state,
+        trace_id,
+    };
+    process_loaded(store, accounts, cache, options, loaded)
+        .instrument(span)
+        .await
+}
+
+/// A claimed message's stream as [`process`] read it.
+struct Loaded {
+    stream: String,
+    state: MessageState,
+    trace_id: Option<String>,
+}
+
+async fn process_loaded(
+    store: &Store,
+    accounts: &Accounts,
+    cache: &Cache,
+    options: &WorkerOptions,
+    loaded: Loaded,
 ) -> Result<(), ProcessError> {
     let retry = options.retry;
-    let stream = format!("message-{}", claimed.message_id);
-    let (state, _, trace_id) = load_traced(store, &stream).await?;
+    let Loaded {
+        stream,
+        state,
+        trace_id,
+    } = loaded;
     let Some(accepted) = state.accepted.clone() else {
         return finish(store, &stream, Next::Remove).await;
     };
@@ -272,9 +315,6 @@ pub async fn process(
             .current()
             .resolve(&accepted.tenant, accepted.template_id, options);
     let options = resolved.as_ref().unwrap_or(options);
-    if let Some(trace_id) = &trace_id {
-        tracing::Span::current().record("trace_id", trace_id.as_str());
-    }
     if !matches!(
         state.status,
         Some(DeliveryStatus::Accepted | DeliveryStatus::Deferred)
@@ -452,7 +492,16 @@ pub async fn process(
         attempt,
     };
     let started = Instant::now();
-    let result = account.supplier.send(&outbound).await;
+    let result = account
+        .supplier
+        .send(&outbound)
+        .instrument(tracing::info_span!(
+            "supplier",
+            supplier = account.supplier.name(),
+            account = %account.id,
+            attempt = outbound.attempt
+        ))
+        .await;
     let elapsed = started.elapsed();
     let latency_ms = elapsed.as_millis() as u64;
     let at = Utc::now();

@@ -1,6 +1,7 @@
 //! `Store`: whichever backend the configuration names, behind the one trait.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use crate::doorbell::Doorbell;
 use crate::error::{Result, StoreError};
@@ -61,6 +62,15 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The span of one append, a step of the trace of what it records.
+fn append_span(appends: &[StreamAppend]) -> tracing::Span {
+    tracing::info_span!(
+        "append",
+        streams = appends.len(),
+        events = appends.iter().map(|a| a.events.len()).sum::<usize>()
+    )
+}
+
 /// Forwards a call to whichever backend this is.
 macro_rules! both {
     ($self:ident, $s:ident => $call:expr) => {
@@ -73,13 +83,13 @@ macro_rules! both {
 
 impl EventStore for Store {
     async fn append(&self, appends: &[StreamAppend]) -> Result<Vec<u64>> {
-        both!(self, s => s.append(appends).await)
+        both!(self, s => s.append(appends).instrument(append_span(appends)).await)
     }
     async fn begin(&self) -> Result<StoreTx> {
         both!(self, s => s.begin().await)
     }
     async fn append_in(&self, tx: &mut StoreTx, appends: &[StreamAppend]) -> Result<Vec<u64>> {
-        both!(self, s => s.append_in(tx, appends).await)
+        both!(self, s => s.append_in(tx, appends).instrument(append_span(appends)).await)
     }
     async fn read_stream(
         &self,
