@@ -316,6 +316,12 @@ pub struct LogConfig {
     pub format: String,
     /// A `tracing` filter such as `info` or `herald=debug,sqlx=warn`; `RUST_LOG` wins.
     pub filter: String,
+    /// An OTLP/HTTP collector (such as `http://otel-collector:4318`): spans are exported there
+    /// as protobuf to `{endpoint}/v1/traces`. Empty: no export. `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// is read too.
+    pub otlp_endpoint: String,
+    /// The `service.name` spans are exported under.
+    pub service_name: String,
 }
 
 impl Default for Config {
@@ -361,6 +367,8 @@ impl Default for LogConfig {
         LogConfig {
             format: "text".to_owned(),
             filter: "info,sqlx::postgres::notice=warn".to_owned(),
+            otlp_endpoint: String::new(),
+            service_name: "herald".to_owned(),
         }
     }
 }
@@ -388,6 +396,16 @@ const ENVIRONMENT: &[(&str, &[&str], Kind)] = &[
     ),
     ("HERALD_LOG_FORMAT", &["log", "format"], Kind::Text),
     ("HERALD_LOG_FILTER", &["log", "filter"], Kind::Text),
+    (
+        "HERALD_LOG_OTLP_ENDPOINT",
+        &["log", "otlp_endpoint"],
+        Kind::Text,
+    ),
+    (
+        "HERALD_LOG_SERVICE_NAME",
+        &["log", "service_name"],
+        Kind::Text,
+    ),
     ("HERALD_API_PUBLIC_URL", &["api", "public_url"], Kind::Text),
     (
         "HERALD_API_MAX_BODY_BYTES",

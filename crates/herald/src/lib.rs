@@ -9,6 +9,7 @@
 //! - [`metrics`]: `/metrics` (Prometheus text) and the HTTP request counter.
 //! - [`requests`]: each request's span and trace id (`traceparent`).
 //! - [`logs`]: the log writer that masks receivers.
+//! - [`otel`]: span export over OTLP/HTTP when a collector is configured.
 //! - [`clicks`]: `/c/{token}`, tracked links followed.
 //! - [`inbox_stream`]: `/inbox/stream`, the real-time inbox over SSE, and its notifications.
 //! - [`uploads`]: `/uploads`, crowd-send audience files.
@@ -35,6 +36,7 @@ pub mod health;
 pub mod inbox_stream;
 pub mod logs;
 pub mod metrics;
+pub mod otel;
 pub mod portability;
 pub mod reconcile;
 pub mod replay;

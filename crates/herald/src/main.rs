@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use herald::cli::{self, Cli};
 
@@ -39,19 +41,29 @@ async fn start(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config()?;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Spans go to an OTLP collector too when one is configured.
+    let provider = herald::otel::endpoint(&config.log)
+        .map(|endpoint| herald::otel::provider(&endpoint, &config.log.service_name))
+        .transpose()?;
+    let otel = provider.as_ref().map(herald::otel::layer);
+    let output = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(herald::logs::MaskedStderr);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     if config.log.format == "json" {
-        subscriber.json().init();
+        registry.with(output.json()).init();
     } else {
-        subscriber.init();
+        registry.with(output).init();
     }
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    cli::run(cli, config, shutdown).await
+    let result = cli::run(cli, config, shutdown).await;
+    if let Some(provider) = provider {
+        // The batch's last spans go out before the process ends.
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+    result
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM, so the server drains instead of dropping requests.
