@@ -22,6 +22,7 @@ mod isolation;
 mod limits;
 mod logs;
 mod metrics;
+mod otel;
 mod policies;
 mod portability;
 mod readme;
