@@ -12,7 +12,7 @@ use store::{EventStore, LogFilter};
 
 use crate::app::{Client, serve_fake};
 use crate::deployment::Deployment;
-use crate::support::serve;
+use crate::support::{serve, serve_with};
 
 const MESSAGES: usize = 40;
 
@@ -136,4 +136,38 @@ async fn sigterm_finishes_what_is_in_flight_and_loses_nothing() {
         s.pool().close().await;
     }
     deployment.remove().await;
+}
+
+/// Each role of a split deployment (`api`, `dispatch`, `projections`) exits cleanly and
+/// promptly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_stops_cleanly_on_sigterm() {
+    let deployment = Deployment::new(
+        "[[accounts]]\nid = \"hooks\"\nchannel = \"WEBHOOK\"\nsupplier = \"webhook\"\ncredentials = { secret = \"s\" }\n",
+    )
+    .await;
+    for role in ["api", "dispatch", "projections"] {
+        let mut server = serve_with(deployment.command(), &["--role", role]).await;
+        // Up: its health check answers.
+        let health = dispatch::http::client(Duration::from_secs(5))
+            .unwrap()
+            .get(format!("http://{}/healthz", server.address))
+            .send()
+            .await
+            .unwrap();
+        assert!(health.status().is_success(), "{role}: {}", health.status());
+        let pid = server.child.id().unwrap().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let exit = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the {role} role did not exit within 10 s of SIGTERM"))
+            .unwrap();
+        assert!(exit.success(), "{role}: {exit}");
+    }
 }
