@@ -4,7 +4,7 @@
 //! and status, GraphQL root fields by outcome, message events recorded by dispatch by channel,
 //! account and event, supplier call latency, token refreshes. Gauges are read from the store
 //! when scraped, so every instance reports the same: each lane's queue (waiting and due) and
-//! each projection's lag behind the log.
+//! each projection's and subscription group's lag behind the log.
 
 use std::time::Instant;
 
@@ -78,6 +78,24 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 value: lag.behind() as f64,
             }),
             Err(error) => tracing::warn!(%error, "reading a projection's lag for /metrics failed"),
+        }
+    }
+    // Every subscription group by its name: the projections' and dispatch's recall group.
+    let groups = projections::Projection::ALL
+        .iter()
+        .map(|p| (p.subscription(), p.category()))
+        .chain([(dispatch::recall::SUBSCRIPTION, "message")]);
+    for (subscription, category) in groups {
+        match projections::lag::lag(&state.store, subscription, category).await {
+            Ok(lag) => gauges.push(Gauge {
+                name: "herald_subscription_lag_events",
+                help: "About how many events of its category each subscription group has still to read.",
+                labels: vec![("subscription", subscription.to_owned())],
+                value: lag.behind() as f64,
+            }),
+            Err(error) => {
+                tracing::warn!(%error, %subscription, "reading a subscription's lag for /metrics failed");
+            }
         }
     }
     let mut response = telemetry::global().render(&gauges).into_response();

@@ -286,6 +286,15 @@ async fn metrics_parse_and_count_what_was_sent(backend: &str) {
             "no lag for {projection}"
         );
     }
+    assert!(
+        get(
+            &series,
+            "herald_subscription_lag_events",
+            &[("subscription", "dispatch-recall")]
+        )
+        .is_some(),
+        "no lag for dispatch's recall group"
+    );
     // The scrape itself is counted by the next one.
     let again = scrape(&app).await;
     assert!(
