@@ -17,7 +17,7 @@ use domain::{
     AccountPatch, AccountSpec, ChannelAccountCommand, ChannelAccountEvent, ChannelAccountState,
     EventMetadata, TenantId,
 };
-use store::{EventStore, ExpectedVersion, Store, StreamAppend, on_read, on_tx};
+use store::{EventStore, Store, on_read, on_tx};
 
 use crate::error::{Code, CommandError};
 use crate::events;
@@ -230,21 +230,16 @@ async fn append(
     removed: &[String],
 ) -> Result<u64, CommandError> {
     let metadata = EventMetadata::new(tenant.clone()).with_actor(actor);
-    let append = StreamAppend {
-        stream_id: channel_account::stream_name(id),
-        expected: if version == 0 {
-            ExpectedVersion::NoStream
-        } else {
-            ExpectedVersion::Exact(version)
-        },
-        events: new_events
-            .iter()
-            .map(|e| events::encode(e, &metadata))
-            .collect(),
-    };
     let mut tx = store.begin().await?;
-    let versions = store.append_in(&mut tx, &[append]).await?;
-    let new_version = versions.first().copied().unwrap_or(version);
+    let new_version = events::append_at(
+        store,
+        &mut tx,
+        channel_account::stream_name(id),
+        version,
+        new_events,
+        &metadata,
+    )
+    .await?;
     on_tx!(tx, |conn| sqlx::query(
         "INSERT INTO channel_accounts (account_id, tenant_id, version) VALUES ($1, $2, $3) \
          ON CONFLICT (account_id) DO UPDATE SET version = excluded.version"

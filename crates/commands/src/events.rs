@@ -2,7 +2,9 @@
 //! and encoding events with their metadata for an append.
 
 use domain::{DomainEvent, EventMetadata};
-use store::{EventStore, NewEvent, RecordedEvent, Store, on_read};
+use store::{
+    EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StoreTx, StreamAppend, on_read,
+};
 
 use crate::error::CommandError;
 
@@ -15,6 +17,30 @@ pub fn encode<E: DomainEvent>(event: &E, metadata: &EventMetadata) -> NewEvent {
         data: event.encode().to_string(),
         metadata: serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_owned()),
     }
+}
+
+/// Appends `new_events` to the stream `stream_id`, which is at `version` (0: no stream yet),
+/// inside `tx`, so the caller commits them with its own index rows; the stream's new version.
+/// A concurrent change fails the append with a conflict.
+pub async fn append_at<E: DomainEvent>(
+    store: &Store,
+    tx: &mut StoreTx,
+    stream_id: String,
+    version: u64,
+    new_events: &[E],
+    metadata: &EventMetadata,
+) -> Result<u64, CommandError> {
+    let append = StreamAppend {
+        stream_id,
+        expected: if version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(version)
+        },
+        events: new_events.iter().map(|e| encode(e, metadata)).collect(),
+    };
+    let versions = store.append_in(tx, &[append]).await?;
+    Ok(versions.first().copied().unwrap_or(version))
 }
 
 /// Decodes a stored event. A row this build cannot read is a server fault, not the caller's.

@@ -12,7 +12,7 @@ use domain::http_supplier::{
     HttpSupplierSpec,
 };
 use domain::{EventMetadata, TenantId};
-use store::{EventStore, ExpectedVersion, Store, StreamAppend, on_read, on_tx};
+use store::{EventStore, Store, on_read, on_tx};
 
 use crate::accounts::AccountCatalog;
 use crate::error::CommandError;
@@ -116,21 +116,16 @@ pub async fn define(
     }
     let metadata = EventMetadata::new(tenant.clone()).with_actor(actor);
     let stream_id = http_supplier::stream_name(tenant, name);
-    let append = StreamAppend {
-        stream_id: stream_id.clone(),
-        expected: if version == 0 {
-            ExpectedVersion::NoStream
-        } else {
-            ExpectedVersion::Exact(version)
-        },
-        events: new_events
-            .iter()
-            .map(|e| events::encode(e, &metadata))
-            .collect(),
-    };
     let mut tx = store.begin().await?;
-    let versions = store.append_in(&mut tx, &[append]).await?;
-    let new_version = versions.first().copied().unwrap_or(version);
+    let new_version = events::append_at(
+        store,
+        &mut tx,
+        stream_id.clone(),
+        version,
+        &new_events,
+        &metadata,
+    )
+    .await?;
     on_tx!(tx, |conn| sqlx::query(
         "INSERT INTO http_suppliers (stream_id, tenant_id, name, version) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version"

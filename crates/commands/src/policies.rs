@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use domain::policy::{self, PolicyEvent, PolicyRules, PolicyScope, PolicySet};
 use domain::{EventMetadata, TemplateId, TenantId};
-use store::{EventStore, ExpectedVersion, Store, StreamAppend, on_read, on_tx};
+use store::{EventStore, Store, on_read, on_tx};
 
 use crate::error::CommandError;
 use crate::events;
@@ -53,21 +53,16 @@ pub async fn set(
         return Ok((current, version));
     }
     let metadata = EventMetadata::new(scope.tenant.clone()).with_actor(actor);
-    let append = StreamAppend {
-        stream_id: scope.stream_name(),
-        expected: if version == 0 {
-            ExpectedVersion::NoStream
-        } else {
-            ExpectedVersion::Exact(version)
-        },
-        events: new_events
-            .iter()
-            .map(|e| events::encode(e, &metadata))
-            .collect(),
-    };
     let mut tx = store.begin().await?;
-    let versions = store.append_in(&mut tx, &[append]).await?;
-    let new_version = versions.first().copied().unwrap_or(version);
+    let new_version = events::append_at(
+        store,
+        &mut tx,
+        scope.stream_name(),
+        version,
+        &new_events,
+        &metadata,
+    )
+    .await?;
     let template = scope.template_id.map_or(String::new(), |t| t.to_string());
     on_tx!(tx, |conn| sqlx::query(
         "INSERT INTO policies (stream_id, tenant_id, template_id, version) VALUES ($1, $2, $3, $4) \

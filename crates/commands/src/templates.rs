@@ -6,7 +6,7 @@ use domain::{
     Channel, EventMetadata, MessageType, ReceiverIdType, ShieldType, TemplateCommand,
     TemplateContent, TemplateEvent, TemplateId, TemplateState, TenantId,
 };
-use store::{EventStore, ExpectedVersion, Store, StreamAppend, on_read, on_tx};
+use store::{EventStore, Store, on_read, on_tx};
 
 use crate::error::CommandError;
 use crate::events;
@@ -120,18 +120,6 @@ async fn decide_and_append(
         return Ok(state);
     }
     let metadata = EventMetadata::new(tenant.clone()).with_actor(actor);
-    let append = StreamAppend {
-        stream_id: id.stream_name(),
-        expected: if version == 0 {
-            ExpectedVersion::NoStream
-        } else {
-            ExpectedVersion::Exact(version)
-        },
-        events: new_events
-            .iter()
-            .map(|e| events::encode(e, &metadata))
-            .collect(),
-    };
     let latest = state
         .latest()
         .ok_or_else(|| CommandError::internal("a created template has a version"))?;
@@ -140,7 +128,15 @@ async fn decide_and_append(
         .as_ref()
         .ok_or_else(|| CommandError::internal("a created template has info"))?;
     let mut tx = store.begin().await?;
-    store.append_in(&mut tx, &[append]).await?;
+    events::append_at(
+        store,
+        &mut tx,
+        id.stream_name(),
+        version,
+        &new_events,
+        &metadata,
+    )
+    .await?;
     on_tx!(tx, |conn| sqlx::query(
         "INSERT INTO template_index (tenant_id, template_id, name, channel) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (tenant_id, template_id) DO UPDATE SET name = excluded.name"
