@@ -63,39 +63,33 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
         Err(error) => tracing::warn!(%error, "reading the queue for /metrics failed"),
     }
-    for projection in projections::Projection::ALL {
-        match projections::lag::lag(
-            &state.store,
-            projection.subscription(),
-            projection.category(),
-        )
-        .await
-        {
-            Ok(lag) => gauges.push(Gauge {
-                name: "herald_projection_lag_events",
-                help: "About how many events each projection has still to apply.",
-                labels: vec![("projection", projection.name().to_owned())],
-                value: lag.behind() as f64,
-            }),
-            Err(error) => tracing::warn!(%error, "reading a projection's lag for /metrics failed"),
-        }
-    }
-    // Every subscription group by its name: the projections' and dispatch's recall group.
+    // Every subscription group, read once: the projections' (also shown by projection) and
+    // dispatch's recall group.
     let groups = projections::Projection::ALL
         .iter()
-        .map(|p| (p.subscription(), p.category()))
-        .chain([(dispatch::recall::SUBSCRIPTION, "message")]);
-    for (subscription, category) in groups {
-        match projections::lag::lag(&state.store, subscription, category).await {
-            Ok(lag) => gauges.push(Gauge {
-                name: "herald_subscription_lag_events",
-                help: "About how many events of its category each subscription group has still to read.",
-                labels: vec![("subscription", subscription.to_owned())],
-                value: lag.behind() as f64,
-            }),
+        .map(|p| (Some(p.name()), p.subscription(), p.category()))
+        .chain([(None, dispatch::recall::SUBSCRIPTION, "message")]);
+    for (projection, subscription, category) in groups {
+        let behind = match projections::lag::lag(&state.store, subscription, category).await {
+            Ok(lag) => lag.behind() as f64,
             Err(error) => {
                 tracing::warn!(%error, %subscription, "reading a subscription's lag for /metrics failed");
+                continue;
             }
+        };
+        gauges.push(Gauge {
+            name: "herald_subscription_lag_events",
+            help: "About how many events of its category each subscription group has still to read.",
+            labels: vec![("subscription", subscription.to_owned())],
+            value: behind,
+        });
+        if let Some(projection) = projection {
+            gauges.push(Gauge {
+                name: "herald_projection_lag_events",
+                help: "About how many events each projection has still to apply.",
+                labels: vec![("projection", projection.to_owned())],
+                value: behind,
+            });
         }
     }
     let mut response = telemetry::global().render(&gauges).into_response();
