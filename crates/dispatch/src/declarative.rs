@@ -9,7 +9,8 @@
 //! JSON-escaped in a JSON body, form-encoded in a form body, and stripped of line breaks in
 //! headers.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use chrono::{DateTime, Utc};
 use domain::http_supplier::{
     BodyFormat, DryRunReport, DryRunRequest, HmacAlgorithm, HttpSupplierSpec, SignEncoding, Signing,
 };
-use domain::http_supplier_check::needs;
+use domain::http_supplier_check::{needs, templates};
 use domain::http_template::Template;
 use domain::{Channel, MessageId, MessageType, Receiver, TemplateContent, TenantId};
 use hmac::{Hmac, Mac};
@@ -34,6 +35,8 @@ const MAX_REPORTED: usize = 2048;
 
 pub struct HttpSupplier {
     spec: Arc<HttpSupplierSpec>,
+    /// Every template of the definition, parsed once, by its text.
+    parsed: Templates,
     client: reqwest::Client,
     credentials: BTreeMap<String, String>,
     settings: BTreeMap<String, String>,
@@ -57,8 +60,12 @@ pub struct Prepared {
     pub body: Option<String>,
 }
 
+/// A definition's templates by their text.
+type Templates = HashMap<String, Template>;
+
 /// The values of one call.
 struct Call<'a> {
+    parsed: &'a Templates,
     message: &'a Outbound<'a>,
     credentials: &'a BTreeMap<String, String>,
     settings: &'a BTreeMap<String, String>,
@@ -150,14 +157,14 @@ impl Call<'_> {
     }
 
     fn render(&self, text: &str, escape: impl Fn(&str) -> String) -> Result<String, SendError> {
-        Ok(parse(text)?.render(|name| self.value(name), escape))
+        Ok(parse(self.parsed, text)?.render(|name| self.value(name), escape))
     }
 
     /// A JSON body leaf: `{{params}}` alone becomes the object, numbers alone stay numbers.
     fn render_json(&self, template: &Value) -> Result<Value, SendError> {
         Ok(match template {
             Value::String(text) => {
-                let parsed = parse(text)?;
+                let parsed = parse(self.parsed, text)?;
                 match parsed.whole_variable() {
                     Some("params") => self.params(),
                     Some(number @ ("timestamp" | "timestamp_ms" | "attempt")) => self
@@ -183,12 +190,18 @@ impl Call<'_> {
     }
 }
 
-fn parse(text: &str) -> Result<Template, SendError> {
+/// The template `text`, parsed when the supplier was built.
+fn parse<'a>(parsed: &'a Templates, text: &str) -> Result<Cow<'a, Template>, SendError> {
+    if let Some(template) = parsed.get(text) {
+        return Ok(Cow::Borrowed(template));
+    }
     // Definitions are checked before they are stored, so this only fails on a corrupt one.
-    Template::parse(text).map_err(|e| SendError::Final {
-        code: "INVALID_HTTP_SUPPLIER".to_owned(),
-        message: e.to_string(),
-    })
+    Template::parse(text)
+        .map(Cow::Owned)
+        .map_err(|e| SendError::Final {
+            code: "INVALID_HTTP_SUPPLIER".to_owned(),
+            message: e.to_string(),
+        })
 }
 
 /// Percent-encodes all but the unreserved characters of RFC 3986.
@@ -245,7 +258,21 @@ impl HttpSupplier {
                 config.client_error(format!("the definition needs the setting {missing:?}"))
             );
         }
+        // The URL is rendered in two parts, escaped differently: parse those too.
+        let mut texts: Vec<String> = Vec::new();
+        match spec.url.split_once('?') {
+            Some((path, query)) => texts.extend([path.to_owned(), query.to_owned()]),
+            None => texts.push(spec.url.clone()),
+        }
+        let mut parsed: Templates = texts
+            .into_iter()
+            .filter_map(|text| Template::parse(&text).ok().map(|t| (text, t)))
+            .collect();
+        for (_, _, template) in templates(&spec).map_err(|e| config.client_error(e))? {
+            parsed.insert(template.text().to_owned(), template);
+        }
         Ok(HttpSupplier {
+            parsed,
             spec,
             client: http::client(config.timeout()).map_err(|e| config.client_error(e))?,
             credentials: config.credentials.clone(),
@@ -334,7 +361,7 @@ impl HttpSupplier {
             Some(i) => (&text[..i], Some(&text[i + 1..])),
             None => (text.as_str(), None),
         };
-        let path = parse(path)?.render(
+        let path = parse(&self.parsed, path)?.render(
             |name| {
                 let value = call.value(name);
                 if name.starts_with("settings.") {
@@ -370,6 +397,7 @@ impl HttpSupplier {
         nonce: String,
     ) -> Result<Prepared, SendError> {
         let mut call = Call {
+            parsed: &self.parsed,
             message,
             credentials: &self.credentials,
             settings: &self.settings,
@@ -378,7 +406,7 @@ impl HttpSupplier {
             body: None,
             sign: None,
         };
-        let uses_body = |text: &String| Template::parse(text).is_ok_and(|t| t.uses("body"));
+        let uses_body = |text: &String| self.parsed.get(text).is_some_and(|t| t.uses("body"));
         let body_signed = match &self.spec.signing {
             Signing::Hmac { key, parts, .. } => uses_body(key) || parts.iter().any(uses_body),
             Signing::Md5 { parts, .. } => parts.iter().any(uses_body),

@@ -69,6 +69,7 @@ enum Piece {
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
+    text: String,
     pieces: Vec<Piece>,
 }
 
@@ -131,7 +132,15 @@ impl Template {
         if !rest.is_empty() {
             pieces.push(Piece::Text(rest.to_owned()));
         }
-        Ok(Template { pieces })
+        Ok(Template {
+            text: text.to_owned(),
+            pieces,
+        })
+    }
+
+    /// The text it was parsed from.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// The variables it uses, in order, with repeats.
