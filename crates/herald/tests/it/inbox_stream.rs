@@ -323,19 +323,9 @@ async fn inbox_streams_across_processes_and_resumes_without_loss() {
     // SIGTERM ends an open stream at once, so the server stops well inside its grace period.
     let open_stream = open(a.address, &user_token, None).await;
     let mut a = a;
-    let pid = a.child.id().unwrap().to_string();
     let stopping = std::time::Instant::now();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exit = tokio::time::timeout(Duration::from_secs(8), a.child.wait())
-        .await
-        .expect("exits before the 10 s grace period")
-        .unwrap();
+    // Before the 10 s grace period.
+    let exit = crate::support::terminate(&mut a.child, Duration::from_secs(8)).await;
     assert!(exit.success(), "{exit}");
     assert!(
         stopping.elapsed() < Duration::from_secs(5),

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{drop_database, empty_dir, get, herald, postgres_database, redis_url, serve};
+use crate::support::{
+    drop_database, empty_dir, get, herald, postgres_database, redis_url, serve, terminate,
+};
 
 #[tokio::test]
 async fn serve_with_no_configuration_answers_health_in_an_empty_folder() {
@@ -26,15 +28,7 @@ async fn serve_with_no_configuration_answers_health_in_an_empty_folder() {
     assert!(dir.join("herald.db").exists());
 
     // SIGTERM drains and exits cleanly.
-    let pid = server.child.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = terminate(&mut server.child, Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(dir);
 }

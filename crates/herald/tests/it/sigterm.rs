@@ -12,7 +12,7 @@ use store::{EventStore, LogFilter};
 
 use crate::app::{Client, serve_fake};
 use crate::deployment::Deployment;
-use crate::support::{serve, serve_with};
+use crate::support::{serve, serve_with, terminate};
 
 const MESSAGES: usize = 40;
 
@@ -84,18 +84,7 @@ async fn sigterm_finishes_what_is_in_flight_and_loses_nothing() {
         assert!(Instant::now() < deadline, "dispatch never started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pid = first.child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exit = tokio::time::timeout(Duration::from_secs(30), first.child.wait())
-        .await
-        .expect("exits within 30 s")
-        .unwrap();
+    let exit = terminate(&mut first.child, Duration::from_secs(30)).await;
     assert!(exit.success(), "{exit}");
 
     // Every supplier call made before the stop has its outcome recorded.
@@ -156,18 +145,7 @@ async fn every_role_stops_cleanly_on_sigterm() {
             .await
             .unwrap();
         assert!(health.status().is_success(), "{role}: {}", health.status());
-        let pid = server.child.id().unwrap().to_string();
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let exit = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("the {role} role did not exit within 10 s of SIGTERM"))
-            .unwrap();
+        let exit = terminate(&mut server.child, Duration::from_secs(10)).await;
         assert!(exit.success(), "{role}: {exit}");
     }
 }

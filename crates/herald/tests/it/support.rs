@@ -145,3 +145,19 @@ pub async fn drop_database(url: &str) {
 pub fn redis_url() -> String {
     std::env::var("HERALD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
+
+/// Sends SIGTERM to `child` and waits for it to exit, at most `within`; its exit status.
+pub async fn terminate(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let pid = child.id().expect("the process is running").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::timeout(within, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no exit within {within:?} of SIGTERM"))
+        .unwrap()
+}
