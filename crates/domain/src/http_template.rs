@@ -3,8 +3,6 @@
 //! `{{params.code}}`. Parsing is strict (an unclosed brace or an unknown variable is an error
 //! naming it) and rendering is one pure pass: a value is never expanded again.
 
-use std::collections::BTreeMap;
-
 /// The variables of a message and of the call, always available.
 pub const VARIABLES: &[(&str, &str)] = &[
     ("message_id", "Herald's message id (a UUID)"),
@@ -178,19 +176,13 @@ impl Template {
         }
         out
     }
-
-    /// Renders with the values of a map, unescaped; a missing value renders empty.
-    pub fn render_map(&self, values: &BTreeMap<String, String>) -> String {
-        self.render(
-            |name| values.get(name).cloned().unwrap_or_default(),
-            str::to_owned,
-        )
-    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -203,7 +195,11 @@ mod tests {
         let mut values = BTreeMap::new();
         values.insert("settings.app_id".to_owned(), "A".to_owned());
         values.insert("receiver".to_owned(), "{{nonce}}".to_owned());
-        assert_eq!(t.render_map(&values), "a=A&to={{nonce}}");
+        let rendered = t.render(
+            |name| values.get(name).cloned().unwrap_or_default(),
+            str::to_owned,
+        );
+        assert_eq!(rendered, "a=A&to={{nonce}}");
         assert_eq!(
             Template::parse("x {{receiver").unwrap_err(),
             TemplateError::Unclosed(2)
