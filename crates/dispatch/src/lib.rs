@@ -6,6 +6,7 @@
 //! - [`accounts`]: configured channel accounts and the choice of one per message.
 //! - [`inbox`]: the INBOX channel, delivered on send.
 //! - [`worker`]: lane workers that claim, send and record the outcome.
+//! - `commit`: group commit of the outcomes of a lane's messages in flight.
 //! - [`policy`]: the policy rules as pure functions (night shield, dedup and frequency keys).
 //! - [`live_policy`]: tenants' and templates' overrides of the policy, resolved per message.
 //! - [`recall`]: recall of messages already handed over, through the supplier where the channel can.
@@ -28,6 +29,7 @@
 
 pub mod accounts;
 pub mod aliyun;
+mod commit;
 pub mod declarative;
 pub mod dingtalk;
 pub mod email;

@@ -6,7 +6,7 @@
 //! Today: discard when the template is switched off, the night shield, account choice, send,
 //! retry with backoff, throttling and final failure. Dedup, caps, rate limits and failover come next.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use cache::{
@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::accounts::{Account, Accounts, LiveAccounts};
+use crate::commit::{Committer, Outcome};
 use crate::policy::{self, Limits, NightAction, NightWindow};
 use crate::sensitive::{SensitiveAction, SensitiveWords};
 use crate::supplier::{Outbound, SendError};
@@ -131,7 +132,13 @@ pub async fn run_lane(
     options: watch::Receiver<WorkerOptions>,
     shutdown: CancellationToken,
 ) {
-    let context = Arc::new((store, accounts, cache));
+    let (committer, writer) = Committer::start(store.clone());
+    let context = Arc::new(Shared {
+        store,
+        accounts,
+        cache,
+        committer,
+    });
     // A rolling window: as soon as one message has its outcome, the next is claimed, so one
     // slow supplier call does not hold back the rest of a batch.
     let mut in_flight = JoinSet::new();
@@ -139,30 +146,59 @@ pub async fn run_lane(
         // Finished tasks still count in `len` until joined: reap them first.
         while in_flight.try_join_next().is_some() {}
         let current = options.borrow().clone();
-        let free = current
-            .concurrency_for(&lane)
-            .saturating_sub(in_flight.len());
+        let concurrency = current.concurrency_for(&lane);
+        let free = concurrency.saturating_sub(in_flight.len());
+        // A claim costs a round trip whatever its size: while messages are in flight, wait
+        // until a quarter of the slots are free and claim them together.
+        let worth_claiming = free > 0 && (free >= (concurrency / 4).max(1) || in_flight.is_empty());
         let mut claimed_all = false;
-        if free > 0 {
+        if worth_claiming {
             let lease_ms = i64::try_from(current.lease.as_millis()).unwrap_or(i64::MAX);
-            let claimed =
-                match queue::claim(&context.0, &lane, &worker, Utc::now(), lease_ms, free).await {
-                    Ok(claimed) => claimed,
-                    Err(error) => {
-                        tracing::warn!(%error, %lane, "claiming from the dispatch queue failed");
-                        Vec::new()
-                    }
-                };
+            let claimed = match queue::claim(
+                &context.store,
+                &lane,
+                &worker,
+                Utc::now(),
+                lease_ms,
+                free,
+            )
+            .await
+            {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::warn!(%error, %lane, "claiming from the dispatch queue failed");
+                    Vec::new()
+                }
+            };
             claimed_all = claimed.len() == free;
             let current = Arc::new(current);
+            // Their streams in one read; a message whose read failed reads its own.
+            let mut streams = if claimed.is_empty() {
+                HashMap::new()
+            } else {
+                let ids: Vec<String> = claimed
+                    .iter()
+                    .map(|c| format!("message-{}", c.message_id))
+                    .collect();
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                context
+                    .store
+                    .read_streams(&ids, 10_000)
+                    .await
+                    .unwrap_or_else(|error| {
+                        tracing::warn!(%error, %lane, "reading the claimed messages failed");
+                        HashMap::new()
+                    })
+            };
             for message in claimed {
+                let recorded = streams.remove(&format!("message-{}", message.message_id));
                 let context = Arc::clone(&context);
                 let options = Arc::clone(&current);
                 let lane = lane.to_string();
                 in_flight.spawn(async move {
-                    let accounts = context.1.current();
+                    let accounts = context.accounts.current();
                     if let Err(error) =
-                        process(&context.0, &accounts, &context.2, &message, &options, &lane).await
+                        process(&context, &accounts, &message, recorded, &options, &lane).await
                     {
                         tracing::warn!(%error, message_id = %message.message_id, %lane, "dispatch failed; the lease will expire and it is retried");
                     }
@@ -183,6 +219,17 @@ pub async fn run_lane(
     // A claimed message is finished even during shutdown: its supplier call may be under way,
     // and its outcome must be recorded. The lease covers a crash.
     while in_flight.join_next().await.is_some() {}
+    // The writer stops once it has written what it was given.
+    drop(context);
+    let _ = writer.await;
+}
+
+/// What every message task of a lane shares.
+struct Shared {
+    store: Store,
+    accounts: LiveAccounts,
+    cache: Cache,
+    committer: Committer,
 }
 
 fn current_poll(options: &watch::Receiver<WorkerOptions>) -> Duration {
@@ -222,7 +269,13 @@ async fn load_traced(
     store: &Store,
     stream: &str,
 ) -> Result<(MessageState, u64, Option<Trace>), ProcessError> {
-    let recorded = store.read_stream(stream, 1, 10_000).await?;
+    fold_traced(&store.read_stream(stream, 1, 10_000).await?)
+}
+
+/// A message's state, version and trace from its stream's events.
+fn fold_traced(
+    recorded: &[store::RecordedEvent],
+) -> Result<(MessageState, u64, Option<Trace>), ProcessError> {
     let trace_id = recorded.first().and_then(|r| {
         let metadata = serde_json::from_str::<EventMetadata>(&r.metadata).ok()?;
         Some(Trace {
@@ -231,7 +284,7 @@ async fn load_traced(
         })
     });
     let mut state = MessageState::default();
-    for r in &recorded {
+    for r in recorded {
         let data = r
             .data_json()
             .map_err(|e| ProcessError::Decode(e.to_string()))?;
@@ -252,18 +305,33 @@ pub(crate) enum Next {
     Keep,
 }
 
+impl Next {
+    /// The queue row's move, for a group commit.
+    fn as_move(&self) -> Option<queue::Move> {
+        match self {
+            Next::Remove => Some(queue::Move::Remove),
+            Next::Reschedule(at) => Some(queue::Move::Reschedule(*at)),
+            Next::MoveTo(lane, at) => Some(queue::Move::MoveTo((*lane).to_owned(), *at)),
+            Next::Keep => None,
+        }
+    }
+}
+
 /// Takes one claimed message through its account's supplier and records what happened, in a
 /// `dispatch` span that continues the trace the message was accepted in.
-pub async fn process(
-    store: &Store,
+async fn process(
+    shared: &Shared,
     accounts: &Accounts,
-    cache: &Cache,
     claimed: &Claimed,
+    recorded: Option<Vec<store::RecordedEvent>>,
     options: &WorkerOptions,
     lane: &str,
 ) -> Result<(), ProcessError> {
     let stream = format!("message-{}", claimed.message_id);
-    let (state, _, trace) = load_traced(store, &stream).await?;
+    let (state, version, trace) = match recorded {
+        Some(recorded) => fold_traced(&recorded)?,
+        None => load_traced(&shared.store, &stream).await?,
+    };
     let span = tracing::info_span!(
         "dispatch",
         message_id = %claimed.message_id,
@@ -278,9 +346,16 @@ pub async fn process(
     let loaded = Loaded {
         stream,
         state,
+        version,
         trace_id,
     };
-    process_loaded(store, accounts, cache, options, loaded)
+    let Shared {
+        store,
+        cache,
+        committer,
+        ..
+    } = shared;
+    process_loaded(store, accounts, cache, committer, options, loaded)
         .instrument(span)
         .await
 }
@@ -289,6 +364,8 @@ pub async fn process(
 struct Loaded {
     stream: String,
     state: MessageState,
+    /// The stream's version the state was folded at.
+    version: u64,
     trace_id: Option<String>,
 }
 
@@ -296,6 +373,7 @@ async fn process_loaded(
     store: &Store,
     accounts: &Accounts,
     cache: &Cache,
+    committer: &Committer,
     options: &WorkerOptions,
     loaded: Loaded,
 ) -> Result<(), ProcessError> {
@@ -303,6 +381,7 @@ async fn process_loaded(
     let Loaded {
         stream,
         state,
+        version,
         trace_id,
     } = loaded;
     let Some(accepted) = state.accepted.clone() else {
@@ -694,18 +773,35 @@ async fn process_loaded(
             }
         }
     };
+    // First with the other messages in flight, decided on the state loaded before the send;
+    // alone, loaded and decided again, if that batch could not be written.
+    let decide = decide_all(commands);
+    if let Ok(events) = decide(&state) {
+        let outcome = Outcome {
+            stream: stream.clone(),
+            version,
+            events: events.iter().map(|e| encode(e, &metadata)).collect(),
+            next: next.as_move(),
+            supplier_id: supplier_message_id
+                .clone()
+                .map(|id| (account_id.clone(), id)),
+        };
+        // The message's append step is its wait for the group commit that writes it.
+        let span = tracing::info_span!(
+            "append",
+            streams = 1,
+            events = outcome.events.len(),
+            group_commit = true
+        );
+        if committer.commit(outcome).instrument(span).await {
+            count_events(&state, &events);
+            return Ok(());
+        }
+    }
     let supplier_id = supplier_message_id
         .as_deref()
         .map(|id| (account_id.as_str(), id));
-    append_outcome_indexed(
-        store,
-        &stream,
-        &metadata,
-        decide_all(commands),
-        next,
-        supplier_id,
-    )
-    .await
+    append_outcome_indexed(store, &stream, &metadata, decide, next, supplier_id).await
 }
 
 /// Whether the message has used `account` up: it had its share of failed attempts there.
@@ -820,11 +916,32 @@ pub(crate) fn decide_all(
     }
 }
 
-/// Whether the template was switched off since the message was accepted.
+/// How long what a process read of a template's switch holds: a template switched off stops
+/// its waiting messages within this time. Reading its stream for every message cost a round
+/// trip and a fold of the whole stream each time.
+const TEMPLATE_FRESH: Duration = Duration::from_secs(1);
+
+/// Templates as this process last read them: the state, the stream's version, and when.
+type TemplateCache = std::sync::Mutex<HashMap<TemplateId, (TemplateState, u64, Instant)>>;
+static TEMPLATES: std::sync::LazyLock<TemplateCache> = std::sync::LazyLock::new(Default::default);
+
+/// Whether the template was switched off since the message was accepted (as read at most
+/// [`TEMPLATE_FRESH`] ago). A stale entry is brought up to date with the events after it.
 async fn template_disabled(store: &Store, template: TemplateId) -> Result<bool, ProcessError> {
-    let mut state = TemplateState::default();
+    let cached = TEMPLATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&template)
+        .cloned();
+    if let Some((state, _, read_at)) = &cached
+        && read_at.elapsed() < TEMPLATE_FRESH
+    {
+        return Ok(state.is_created() && !state.enabled);
+    }
+    let read_at = Instant::now();
+    let (mut state, mut version) = cached.map_or_else(Default::default, |(s, v, _)| (s, v));
     for r in store
-        .read_stream(&template.stream_name(), 1, 10_000)
+        .read_stream(&template.stream_name(), version + 1, 10_000)
         .await?
     {
         let data = r
@@ -834,8 +951,18 @@ async fn template_disabled(store: &Store, template: TemplateId) -> Result<bool, 
             .map_err(|e| ProcessError::Decode(e.to_string()))?;
         state = domain::template_aggregate::apply(state, &event)
             .map_err(|e| ProcessError::Decode(e.to_string()))?;
+        version = r.stream_position;
     }
-    Ok(state.is_created() && !state.enabled)
+    let disabled = state.is_created() && !state.enabled;
+    let mut templates = TEMPLATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Templates a process no longer sends for would stay forever: start over past a bound.
+    if templates.len() >= 10_000 {
+        templates.clear();
+    }
+    templates.insert(template, (state, version, read_at));
+    Ok(disabled)
 }
 
 /// Records the one event `command` decides on the message, and moves its queue row as `next`

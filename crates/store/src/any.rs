@@ -1,5 +1,6 @@
 //! `Store`: whichever backend the configuration names, behind the one trait.
 
+use std::collections::HashMap;
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -17,6 +18,37 @@ pub enum Store {
 }
 
 impl Store {
+    /// Every event of each stream in `ids` (at most `limit` a stream), by stream: on Postgres
+    /// in one round trip, for a worker that claimed many messages at once.
+    pub async fn read_streams(
+        &self,
+        ids: &[&str],
+        limit: usize,
+    ) -> Result<HashMap<String, Vec<RecordedEvent>>> {
+        let mut streams: HashMap<String, Vec<RecordedEvent>> = ids
+            .iter()
+            .map(|id| ((*id).to_owned(), Vec::new()))
+            .collect();
+        match self {
+            Store::Postgres(s) => {
+                for event in s.read_streams(ids).await? {
+                    if let Some(stream) = streams.get_mut(&event.stream_id)
+                        && stream.len() < limit
+                    {
+                        stream.push(event);
+                    }
+                }
+            }
+            // In-process: nothing to save by reading them together.
+            Store::Sqlite(s) => {
+                for (id, stream) in &mut streams {
+                    *stream = s.read_stream(id, 1, limit).await?;
+                }
+            }
+        }
+        Ok(streams)
+    }
+
     /// Connects by URL: `postgres://…`/`postgresql://…`, or `sqlite://PATH` / `sqlite:PATH`.
     pub async fn connect(url: &str) -> Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {

@@ -63,6 +63,19 @@ const EVENT_COLUMNS: &str = "transaction_id::text::int8 AS tx, global_position, 
      metadata::text AS metadata, recorded_at";
 
 impl PgStore {
+    /// Every event of each stream in `ids`, in one round trip, in stream order per stream.
+    pub async fn read_streams(&self, ids: &[&str]) -> Result<Vec<RecordedEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ANY($1::text[]) \
+             ORDER BY stream_id, stream_position"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(ids)
+            .fetch_all(&self.inner.pool)
+            .await?;
+        rows.iter().map(recorded).collect()
+    }
+
     /// Connects to `url` (`postgres://…`) and starts the cross-process doorbell.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self> {
         let timeout_ms = options.idle_in_transaction_timeout.as_millis().to_string();

@@ -172,6 +172,74 @@ pub async fn reschedule(
     Ok(())
 }
 
+/// What becomes of a claimed row with its message's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Move {
+    /// Off the queue.
+    Remove,
+    /// Due again at the time, released from its claim.
+    Reschedule(DateTime<Utc>),
+    /// Into another lane, due at the time, released from its claim.
+    MoveTo(String, DateTime<Utc>),
+}
+
+/// Moves many rows at once, in the transaction that appends their outcomes: on Postgres one
+/// statement for the removals and one for the rest, whatever the number of rows.
+pub async fn move_all(tx: &mut StoreTx, moves: &[(String, Move)]) -> Result<(), sqlx::Error> {
+    match tx.conn() {
+        crate::TxConn::Postgres(conn) => {
+            let removed: Vec<&str> = moves
+                .iter()
+                .filter(|(_, m)| *m == Move::Remove)
+                .map(|(id, _)| id.as_str())
+                .collect();
+            if !removed.is_empty() {
+                sqlx::query("DELETE FROM dispatch_queue WHERE message_id = ANY($1::text[])")
+                    .bind(&removed)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let mut ids = Vec::new();
+            let mut lanes: Vec<Option<&str>> = Vec::new();
+            let mut due = Vec::new();
+            for (id, m) in moves {
+                let (lane, at) = match m {
+                    Move::Remove => continue,
+                    Move::Reschedule(at) => (None, at),
+                    Move::MoveTo(lane, at) => (Some(lane.as_str()), at),
+                };
+                ids.push(id.as_str());
+                lanes.push(lane);
+                due.push(at.timestamp_millis());
+            }
+            if !ids.is_empty() {
+                sqlx::query(
+                    "UPDATE dispatch_queue q SET lane = coalesce(u.lane, q.lane), due_at = u.due, \
+                            claimed_by = NULL, claimed_until = NULL \
+                     FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(id, lane, due) \
+                     WHERE q.message_id = u.id",
+                )
+                .bind(&ids)
+                .bind(&lanes)
+                .bind(&due)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        // One writer, no round trips: row by row.
+        crate::TxConn::Sqlite(_) => {
+            for (id, m) in moves {
+                match m {
+                    Move::Remove => remove(tx, id).await?,
+                    Move::Reschedule(at) => reschedule(tx, id, *at).await?,
+                    Move::MoveTo(lane, at) => move_to(tx, id, lane, *at).await?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every lane's queue: (lane, messages waiting, of which due by `now_ms`).
 pub async fn depths(store: &Store, now_ms: i64) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
     crate::on_read!(store, |pool| {

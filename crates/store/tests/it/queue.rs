@@ -4,14 +4,15 @@
 use std::collections::HashSet;
 
 use chrono::{Duration, Utc};
-use store::queue::{self, QueueRow};
+use store::queue::{self, Move, QueueRow};
 use store::{EventStore, Store};
 
 use crate::support::both_backends;
 
 both_backends!(
     claims_respect_lanes_due_times_and_leases,
-    concurrent_claims_never_share_an_item
+    concurrent_claims_never_share_an_item,
+    many_rows_move_in_one_call
 );
 
 async fn enqueue(store: &Store, lane: &str, due: chrono::DateTime<Utc>, n: usize) -> Vec<String> {
@@ -136,4 +137,50 @@ async fn concurrent_claims_never_share_an_item(store: Store) {
         "each item claimed exactly once"
     );
     assert_eq!(unique, items.iter().collect());
+}
+
+/// A group commit's moves: some rows off the queue, some due later, some into another lane, in
+/// one call; rows it does not name stay claimed.
+async fn many_rows_move_in_one_call(store: Store) {
+    let now = Utc::now();
+    let later = now + Duration::minutes(5);
+    let ids = enqueue(&store, "WEBHOOK.NOTICE", now, 7).await;
+    let claimed = queue::claim(&store, "WEBHOOK.NOTICE", "w", now, 3_600_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 7);
+    let moves = vec![
+        (ids[0].clone(), Move::Remove),
+        (ids[1].clone(), Move::Remove),
+        (ids[2].clone(), Move::Reschedule(now)),
+        (ids[3].clone(), Move::Reschedule(later)),
+        (ids[4].clone(), Move::MoveTo("RECEIPTS".into(), now)),
+    ];
+    let mut tx = store.begin().await.unwrap();
+    queue::move_all(&mut tx, &moves).await.unwrap();
+    queue::move_all(&mut tx, &[]).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Released and due now: the rescheduled one in its lane, the moved one in its new lane.
+    let again: Vec<String> = queue::claim(&store, "WEBHOOK.NOTICE", "v", now, 60_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.message_id)
+        .collect();
+    assert_eq!(again, [ids[2].clone()], "only the row due now, released");
+    let receipts = queue::claim(&store, "RECEIPTS", "v", now, 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].message_id, ids[4]);
+    let due_later = queue::claim(&store, "WEBHOOK.NOTICE", "v", later, 60_000, 10)
+        .await
+        .unwrap();
+    let due_later: HashSet<String> = due_later.into_iter().map(|c| c.message_id).collect();
+    // At `later` the row rescheduled for then is due (and `v`'s short lease on the other has
+    // expired); the two rows never moved are still claimed by `w`.
+    assert_eq!(due_later, HashSet::from([ids[2].clone(), ids[3].clone()]));
+    assert_eq!(queue::depth(&store, "WEBHOOK.NOTICE").await.unwrap(), 4);
+    assert_eq!(queue::depth(&store, "RECEIPTS").await.unwrap(), 1);
 }
