@@ -81,7 +81,14 @@ impl PgStore {
         let timeout_ms = options.idle_in_transaction_timeout.as_millis().to_string();
         let connect = PgConnectOptions::from_str(url)?
             .application_name("herald")
-            .options([("idle_in_transaction_session_timeout", timeout_ms.as_str())]);
+            // JIT compiling pays off for long analytic queries, not for Herald's short ones:
+            // with it on, a query the planner misjudged as costly (a generic plan over a busy
+            // table) spent more on loading LLVM and compiling than on running, and a profile
+            // of dispatch found Postgres spending most of its time there.
+            .options([
+                ("idle_in_transaction_session_timeout", timeout_ms.as_str()),
+                ("jit", "off"),
+            ]);
         // One plain connection first: a pool reports any failure as a timeout, this says why.
         sqlx::PgConnection::connect_with(&connect)
             .await?
