@@ -94,11 +94,24 @@ pub async fn send(
     check_sizes(cx.limits, &request, now)?;
     let fingerprint = fingerprint(&request);
     let send_stream = send_stream_name(tenant, &request_id);
-    if let Some(outcome) = replay(cx.store, &send_stream, &fingerprint).await? {
-        return Ok(outcome);
-    }
-
-    let (template, _) = crate::templates::load(cx.store, tenant, request.template_id).await?;
+    // A request id seen before is found when its send stream clashes at the append, so a new
+    // request costs no read of it. Only a template that cannot send now makes the check first:
+    // a retry of a request accepted before the template was switched off gets its answer.
+    let loaded = crate::templates::load(cx.store, tenant, request.template_id)
+        .await
+        .and_then(|(template, _)| match template.sendable() {
+            Ok(_) => Ok(template),
+            Err(error) => Err(CommandError::from(error)),
+        });
+    let template = match loaded {
+        Ok(template) => template,
+        Err(error) => {
+            return match replay(cx.store, &send_stream, &fingerprint).await? {
+                Some(outcome) => Ok(outcome),
+                None => Err(error),
+            };
+        }
+    };
     let version = template.sendable()?;
     let info = template
         .info

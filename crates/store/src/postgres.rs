@@ -181,6 +181,40 @@ impl PgStore {
         Ok(rows)
     }
 
+    /// A batch that only creates streams inserts without reading versions first, so a stream
+    /// that exists shows as a clash on a key. Reported as the append protocol reports it: the
+    /// stream and its actual version (read outside the failed transaction, where the clashing
+    /// commit is visible). Any other error is returned as it is.
+    async fn creation_conflict(&self, appends: &[StreamAppend], error: StoreError) -> StoreError {
+        if !creates_streams(appends)
+            || !matches!(
+                error,
+                StoreError::ConcurrentAppend | StoreError::DuplicateEventId { .. }
+            )
+        {
+            return error;
+        }
+        let ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+        let rows: std::result::Result<Vec<(String, Option<i64>)>, sqlx::Error> = sqlx::query_as(
+            "SELECT s.id, (SELECT max(e.stream_position) FROM events e WHERE e.stream_id = s.id) \
+             FROM unnest($1::text[]) AS s(id)",
+        )
+        .bind(&ids)
+        .fetch_all(&self.inner.pool)
+        .await;
+        let current: Versions = match rows {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|(id, v)| (id, v.map(|v| v as u64)))
+                .collect(),
+            Err(read) => return read.into(),
+        };
+        match append::check_expectations(appends, &current) {
+            Err(conflict @ StoreError::WrongExpectedVersion { .. }) => conflict,
+            _ => error,
+        }
+    }
+
     /// Where the events of a failed append already are, if this is a retry of it.
     async fn already_appended(&self, appends: &[StreamAppend]) -> Result<Option<Vec<u64>>> {
         let ids: Vec<Uuid> = appends
@@ -222,6 +256,7 @@ impl EventStore for PgStore {
                 Err(error) => error,
             };
             tx.rollback().await?;
+            let error = self.creation_conflict(appends, error).await;
             match error {
                 StoreError::WrongExpectedVersion { .. }
                 | StoreError::DuplicateEventId { .. }
@@ -259,7 +294,10 @@ impl EventStore for PgStore {
                 "a SQLite transaction given to Postgres".into(),
             ));
         };
-        let versions = append_on(conn, appends).await?;
+        let versions = match append_on(conn, appends).await {
+            Ok(versions) => versions,
+            Err(error) => return Err(self.creation_conflict(appends, error).await),
+        };
         tx.appended = true;
         Ok(versions)
     }
@@ -569,6 +607,9 @@ impl EventStore for PgStore {
 /// The append protocol inside an open transaction: read the versions (no write yet), check the
 /// expectations, then insert every event in one statement.
 async fn append_on(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<Vec<u64>> {
+    if creates_streams(appends) {
+        return create_on(conn, appends).await;
+    }
     let ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
     let rows: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
         "SELECT s.id, (SELECT max(e.stream_position) FROM events e WHERE e.stream_id = s.id), \
@@ -587,6 +628,41 @@ async fn append_on(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<
         .collect();
     let (versions, starts) = append::check_expectations(appends, &current)?;
 
+    insert(conn, appends, &starts, false).await?;
+    Ok(versions)
+}
+
+/// Whether every stream of the batch is new (`NoStream`): a send's messages and its request.
+fn creates_streams(appends: &[StreamAppend]) -> bool {
+    appends
+        .iter()
+        .all(|a| a.expected == crate::ExpectedVersion::NoStream)
+}
+
+/// [`append_on`] for a batch that only creates streams: no versions to read first, every
+/// stream starts at 1. A stream that exists after all makes the insert clash on the primary key
+/// (`ConcurrentAppend`), and the caller reports it with the actual version
+/// ([`PgStore::creation_conflict`]). That the insert is the transaction's first write is checked
+/// in the same statement, before its first row is written: nothing is inserted otherwise.
+async fn create_on(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<Vec<u64>> {
+    let starts = vec![1; appends.len()];
+    let total: u64 = appends.iter().map(|a| a.events.len() as u64).sum();
+    let inserted = insert(conn, appends, &starts, true).await?;
+    if inserted != total {
+        return Err(StoreError::AppendNotFirstWrite);
+    }
+    Ok(appends.iter().map(|a| a.events.len() as u64).collect())
+}
+
+/// Inserts every event of the batch in one statement, each stream from its start position.
+/// `first_write`: insert only if the transaction has written nothing yet (an uncorrelated
+/// subquery, so evaluated once, before the first row is written). The rows inserted.
+async fn insert(
+    conn: &mut PgConnection,
+    appends: &[StreamAppend],
+    starts: &[u64],
+    first_write: bool,
+) -> Result<u64> {
     let total: usize = appends.iter().map(|a| a.events.len()).sum();
     let mut stream_ids = Vec::with_capacity(total);
     let mut positions = Vec::with_capacity(total);
@@ -597,7 +673,7 @@ async fn append_on(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<
     let mut schema_versions = Vec::with_capacity(total);
     let mut data = Vec::with_capacity(total);
     let mut metadata = Vec::with_capacity(total);
-    for (append, start) in appends.iter().zip(&starts) {
+    for (append, start) in appends.iter().zip(starts) {
         let category = category_of(&append.stream_id);
         let key = partition_key_of(&append.stream_id) as i16;
         for (i, event) in append.events.iter().enumerate() {
@@ -612,25 +688,32 @@ async fn append_on(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<
             metadata.push(event.metadata.as_str());
         }
     }
-    sqlx::query(
+    let condition = if first_write {
+        "WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL)"
+    } else {
+        ""
+    };
+    let sql = format!(
         "INSERT INTO events (stream_id, stream_position, category, partition_key, event_id, \
                              event_type, schema_version, data, metadata) \
          SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int2[], $5::uuid[], \
-                              $6::text[], $7::int2[], $8::text[]::jsonb[], $9::text[]::jsonb[])",
-    )
-    .bind(&stream_ids)
-    .bind(&positions)
-    .bind(&categories)
-    .bind(&keys)
-    .bind(&event_ids)
-    .bind(&types)
-    .bind(&schema_versions)
-    .bind(&data)
-    .bind(&metadata)
-    .execute(&mut *conn)
-    .await
-    .map_err(insert_error)?;
-    Ok(versions)
+                              $6::text[], $7::int2[], $8::text[]::jsonb[], $9::text[]::jsonb[]) \
+         {condition}"
+    );
+    let done = sqlx::query(&sql)
+        .bind(&stream_ids)
+        .bind(&positions)
+        .bind(&categories)
+        .bind(&keys)
+        .bind(&event_ids)
+        .bind(&types)
+        .bind(&schema_versions)
+        .bind(&data)
+        .bind(&metadata)
+        .execute(&mut *conn)
+        .await
+        .map_err(insert_error)?;
+    Ok(done.rows_affected())
 }
 
 fn insert_error(error: sqlx::Error) -> StoreError {

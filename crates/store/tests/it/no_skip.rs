@@ -252,5 +252,22 @@ async fn postgres_append_after_another_write_is_refused() {
         "{result:?}"
     );
     tx.rollback().await.unwrap();
+
+    // The same for a batch that only creates streams, which reads no versions first: the
+    // check is in the insert, and nothing is written.
+    let mut tx = t.store.begin().await.unwrap();
+    store::on_tx!(tx, |conn| sqlx::query("INSERT INTO test_seen (subscriber, event_id, stream_id, stream_position) VALUES ('x', 'y', 'z', 1)").execute(conn).await.map(|r| r.rows_affected())).unwrap();
+    let batch = [StreamAppend {
+        stream_id: "late-2".into(),
+        expected: ExpectedVersion::NoStream,
+        events: vec![event(1), event(2)],
+    }];
+    let result = t.store.append_in(&mut tx, &batch).await;
+    assert!(
+        matches!(result, Err(store::StoreError::AppendNotFirstWrite)),
+        "{result:?}"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(t.store.stream_version("late-2").await.unwrap(), None);
     t.cleanup().await;
 }
