@@ -9,8 +9,11 @@
 //! in the supplier's time zone: Chinese suppliers bill by Beijing time.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use std::collections::HashMap;
+
 use domain::MessageEvent;
-use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, on_read, on_tx};
+use serde_json::json;
+use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, TxConn, on_read};
 
 use crate::Target;
 
@@ -47,82 +50,316 @@ impl Reconciliation {
             messages: target.table("reconciliation_messages"),
         }
     }
+}
 
-    async fn apply(&self, tx: &mut StoreTx, recorded: &RecordedEvent) -> Result<(), HandlerError> {
-        let table = &self.messages;
-        let Some(message_id) = recorded.stream_id.strip_prefix("message-") else {
-            return Ok(());
-        };
-        let data = recorded.data_json()?;
-        let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
-        use MessageEvent as E;
-        match &event {
-            E::MessageAccepted(e) => {
-                let sql = format!(
-                    "INSERT INTO {table} (message_id, tenant_id) VALUES ($1, $2) \
-                     ON CONFLICT (message_id) DO NOTHING"
-                );
-                on_tx!(tx, |conn| sqlx::query(&sql)
-                    .bind(message_id)
-                    .bind(e.tenant.as_str())
-                    .execute(conn)
-                    .await
-                    .map(|r| r.rows_affected()))?;
-            }
-            E::MessageDispatched(e) => {
-                let sql = format!(
-                    "UPDATE {table} SET account = $2, supplier = $3, supplier_message_id = $4, \
-                     dispatched_at = $5 WHERE message_id = $1"
-                );
-                on_tx!(tx, |conn| sqlx::query(&sql)
-                    .bind(message_id)
-                    .bind(&e.account)
-                    .bind(&e.supplier)
-                    .bind(e.supplier_message_id.as_deref())
-                    .bind(e.at.timestamp_millis())
-                    .execute(conn)
-                    .await
-                    .map(|r| r.rows_affected()))?;
-            }
-            E::ReceiptReceived(e) => {
-                let sql = format!("UPDATE {table} SET receipt = $2 WHERE message_id = $1");
-                on_tx!(tx, |conn| sqlx::query(&sql)
-                    .bind(message_id)
-                    .bind(e.outcome.as_str())
-                    .execute(conn)
-                    .await
-                    .map(|r| r.rows_affected()))?;
-            }
-            // Outcomes without a dispatch: the message never reaches a bill.
-            E::MessageDeduplicated(_)
-            | E::MessageShielded(_)
-            | E::MessageDiscarded(_)
-            | E::MessageFailed(_)
-            | E::MessageRecalled(_) => {
-                let sql =
-                    format!("DELETE FROM {table} WHERE message_id = $1 AND dispatched_at IS NULL");
-                on_tx!(tx, |conn| sqlx::query(&sql)
-                    .bind(message_id)
-                    .execute(conn)
-                    .await
-                    .map(|r| r.rows_affected()))?;
-            }
-            E::MessageDeferred(_)
-            | E::MessageRateLimited(_)
-            | E::DispatchFailed(_)
-            | E::MessageClicked(_)
-            | E::MessageRead(_)
-            | E::RecallRequested(_)
-            | E::RecallFailed(_) => {}
+/// A row of `reconciliation_messages`, but its message id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    tenant_id: String,
+    account: Option<String>,
+    supplier: Option<String>,
+    supplier_message_id: Option<String>,
+    dispatched_at: Option<i64>,
+    receipt: Option<String>,
+}
+
+const COLUMNS: &str =
+    "message_id, tenant_id, account, supplier, supplier_message_id, dispatched_at, receipt";
+
+/// What an upsert sets in a row that exists: all of it (a row removed and made again in one
+/// batch is written as it ends).
+const UPDATE: &str = "tenant_id = excluded.tenant_id, account = excluded.account, \
+     supplier = excluded.supplier, supplier_message_id = excluded.supplier_message_id, \
+     dispatched_at = excluded.dispatched_at, receipt = excluded.receipt";
+
+/// What an event does to its message's row.
+enum Change<'a> {
+    /// Makes the row, unless there is one.
+    Accept { tenant: &'a str },
+    /// Fills in where the message went, if there is a row.
+    Dispatch {
+        account: &'a str,
+        supplier: &'a str,
+        supplier_message_id: Option<&'a str>,
+        at: i64,
+    },
+    /// The latest outcome wins, if there is a row.
+    Receipt { outcome: &'static str },
+    /// The message ended without a dispatch: it never reaches a bill, and its row goes (a row
+    /// already dispatched stays).
+    End,
+}
+
+/// What `event` changes; `None` for what leaves the table alone.
+fn change(event: &MessageEvent) -> Option<Change<'_>> {
+    use MessageEvent as E;
+    match event {
+        E::MessageAccepted(e) => Some(Change::Accept {
+            tenant: e.tenant.as_str(),
+        }),
+        E::MessageDispatched(e) => Some(Change::Dispatch {
+            account: &e.account,
+            supplier: &e.supplier,
+            supplier_message_id: e.supplier_message_id.as_deref(),
+            at: e.at.timestamp_millis(),
+        }),
+        E::ReceiptReceived(e) => Some(Change::Receipt {
+            outcome: e.outcome.as_str(),
+        }),
+        E::MessageDeduplicated(_)
+        | E::MessageShielded(_)
+        | E::MessageDiscarded(_)
+        | E::MessageFailed(_)
+        | E::MessageRecalled(_) => Some(Change::End),
+        E::MessageDeferred(_)
+        | E::MessageRateLimited(_)
+        | E::DispatchFailed(_)
+        | E::MessageClicked(_)
+        | E::MessageRead(_)
+        | E::RecallRequested(_)
+        | E::RecallFailed(_) => None,
+    }
+}
+
+/// Applies one change to a message's row (`None`: there is none), as the one statement per
+/// event that this replaces would have: an acceptance never overwrites a row, an update or a
+/// removal of a row that is not there changes nothing.
+fn fold(row: &mut Option<Row>, change: &Change<'_>) {
+    match (change, row.as_mut()) {
+        (Change::Accept { tenant }, None) => {
+            *row = Some(Row {
+                tenant_id: (*tenant).to_owned(),
+                account: None,
+                supplier: None,
+                supplier_message_id: None,
+                dispatched_at: None,
+                receipt: None,
+            });
         }
-        Ok(())
+        (
+            Change::Dispatch {
+                account,
+                supplier,
+                supplier_message_id,
+                at,
+            },
+            Some(row),
+        ) => {
+            row.account = Some((*account).to_owned());
+            row.supplier = Some((*supplier).to_owned());
+            row.supplier_message_id = supplier_message_id.map(str::to_owned);
+            row.dispatched_at = Some(*at);
+        }
+        (Change::Receipt { outcome }, Some(row)) => row.receipt = Some((*outcome).to_owned()),
+        (Change::End, Some(existing)) => {
+            if existing.dispatched_at.is_none() {
+                *row = None;
+            }
+        }
+        (Change::Accept { .. }, Some(_))
+        | (Change::Dispatch { .. } | Change::Receipt { .. } | Change::End, None) => {}
     }
 }
 
 impl store::Handler for Reconciliation {
+    /// A batch costs at most three statements whatever its size: the rows of the messages it
+    /// touches read in one select; then, once the batch is folded here, the rows it removes
+    /// deleted in one statement and the rows it makes or changes written in one upsert. A replay
+    /// applies batches of thousands of events, so round trips decide its speed.
     async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        let mut decoded = Vec::with_capacity(events.len());
         for recorded in events {
-            self.apply(tx, recorded).await?;
+            let Some(message_id) = recorded.stream_id.strip_prefix("message-") else {
+                continue;
+            };
+            let data = recorded.data_json()?;
+            let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
+            decoded.push((message_id, event));
+        }
+        let changes: Vec<(&str, Change<'_>)> = decoded
+            .iter()
+            .filter_map(|(id, event)| Some((*id, change(event)?)))
+            .collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<&str> = changes.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let loaded = self.load(tx, &ids).await?;
+        let mut rows: HashMap<&str, Option<Row>> = ids
+            .iter()
+            .map(|id| (*id, loaded.get(*id).cloned()))
+            .collect();
+        for (id, change) in &changes {
+            if let Some(row) = rows.get_mut(id) {
+                fold(row, change);
+            }
+        }
+        // Only what changed is written, in key order (`ids` is sorted), so two transactions
+        // never wait on each other in turn.
+        let mut removed = Vec::new();
+        let mut written = Vec::new();
+        for id in &ids {
+            let (Some(after), before) = (rows.get(id), loaded.get(*id)) else {
+                continue;
+            };
+            match after {
+                None if before.is_some() => removed.push(*id),
+                Some(row) if Some(row) != before => written.push((*id, row)),
+                _ => {}
+            }
+        }
+        self.remove(tx, &removed).await?;
+        self.upsert(tx, &written).await
+    }
+}
+
+impl Reconciliation {
+    /// The rows of `ids` that exist, in one statement.
+    async fn load(
+        &self,
+        tx: &mut StoreTx,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Row>, HandlerError> {
+        let table = &self.messages;
+        type Tuple = (
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+        );
+        let rows: Vec<Tuple> = match tx.conn() {
+            TxConn::Postgres(conn) => {
+                sqlx::query_as(&format!(
+                    "SELECT {COLUMNS} FROM {table} WHERE message_id = ANY($1)"
+                ))
+                .bind(ids)
+                .fetch_all(conn)
+                .await?
+            }
+            TxConn::Sqlite(conn) => {
+                sqlx::query_as(&format!(
+                    "SELECT {COLUMNS} FROM {table} \
+                     WHERE message_id IN (SELECT value FROM json_each($1))"
+                ))
+                .bind(serde_json::to_string(ids)?)
+                .fetch_all(conn)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    tenant_id,
+                    account,
+                    supplier,
+                    supplier_message_id,
+                    dispatched_at,
+                    receipt,
+                )| {
+                    let row = Row {
+                        tenant_id,
+                        account,
+                        supplier,
+                        supplier_message_id,
+                        dispatched_at,
+                        receipt,
+                    };
+                    (id, row)
+                },
+            )
+            .collect())
+    }
+
+    /// Deletes the rows of `ids`, in one statement.
+    async fn remove(&self, tx: &mut StoreTx, ids: &[&str]) -> Result<(), HandlerError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let table = &self.messages;
+        match tx.conn() {
+            TxConn::Postgres(conn) => {
+                sqlx::query(&format!("DELETE FROM {table} WHERE message_id = ANY($1)"))
+                    .bind(ids)
+                    .execute(conn)
+                    .await?;
+            }
+            TxConn::Sqlite(conn) => {
+                sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE message_id IN (SELECT value FROM json_each($1))"
+                ))
+                .bind(serde_json::to_string(ids)?)
+                .execute(conn)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `rows` back, new or changed, in one statement.
+    async fn upsert(&self, tx: &mut StoreTx, rows: &[(&str, &Row)]) -> Result<(), HandlerError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let table = &self.messages;
+        match tx.conn() {
+            TxConn::Postgres(conn) => {
+                let options = |f: fn(&Row) -> Option<&str>| {
+                    rows.iter().map(|(_, r)| f(r)).collect::<Vec<_>>()
+                };
+                sqlx::query(&format!(
+                    "INSERT INTO {table} ({COLUMNS}) SELECT * FROM unnest(\
+                     $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
+                     $7::text[]) ON CONFLICT (message_id) DO UPDATE SET {UPDATE}"
+                ))
+                .bind(rows.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                .bind(
+                    rows.iter()
+                        .map(|(_, r)| r.tenant_id.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(options(|r| r.account.as_deref()))
+                .bind(options(|r| r.supplier.as_deref()))
+                .bind(options(|r| r.supplier_message_id.as_deref()))
+                .bind(
+                    rows.iter()
+                        .map(|(_, r)| r.dispatched_at)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(options(|r| r.receipt.as_deref()))
+                .execute(conn)
+                .await?;
+            }
+            TxConn::Sqlite(conn) => {
+                let rows: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(id, r)| {
+                        json!([
+                            id,
+                            r.tenant_id,
+                            r.account,
+                            r.supplier,
+                            r.supplier_message_id,
+                            r.dispatched_at,
+                            r.receipt
+                        ])
+                    })
+                    .collect();
+                sqlx::query(&format!(
+                    "INSERT INTO {table} ({COLUMNS}) SELECT value ->> 0, value ->> 1, \
+                     value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6 \
+                     FROM json_each($1) WHERE true ON CONFLICT (message_id) DO UPDATE SET {UPDATE}"
+                ))
+                .bind(serde_json::Value::Array(rows).to_string())
+                .execute(conn)
+                .await?;
+            }
         }
         Ok(())
     }
@@ -266,6 +503,78 @@ pub fn flagged(gap: Option<f64>, tolerance: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(tenant: &str) -> Row {
+        Row {
+            tenant_id: tenant.to_owned(),
+            account: None,
+            supplier: None,
+            supplier_message_id: None,
+            dispatched_at: None,
+            receipt: None,
+        }
+    }
+
+    fn run(row: Option<Row>, changes: &[Change<'_>]) -> Option<Row> {
+        let mut row = row;
+        for change in changes {
+            fold(&mut row, change);
+        }
+        row
+    }
+
+    const DISPATCH: Change<'static> = Change::Dispatch {
+        account: "sms-a",
+        supplier: "tencent_sms",
+        supplier_message_id: Some("s-1"),
+        at: 5,
+    };
+
+    const DELIVERED: Change<'static> = Change::Receipt {
+        outcome: "DELIVERED",
+    };
+
+    #[test]
+    fn a_batch_folds_as_one_statement_per_event_would() {
+        // An update or a removal of a row that is not there changes nothing.
+        assert_eq!(run(None, &[DISPATCH, DELIVERED, Change::End]), None);
+        // An acceptance never overwrites; a receipt before the dispatch is kept; a dispatched
+        // message stays.
+        let accepted = Change::Accept { tenant: "acme" };
+        let again = Change::Accept { tenant: "globex" };
+        let undelivered = Change::Receipt {
+            outcome: "UNDELIVERED",
+        };
+        let dispatched = Row {
+            account: Some("sms-a".to_owned()),
+            supplier: Some("tencent_sms".to_owned()),
+            supplier_message_id: Some("s-1".to_owned()),
+            dispatched_at: Some(5),
+            receipt: Some("UNDELIVERED".to_owned()),
+            ..row("acme")
+        };
+        assert_eq!(
+            run(
+                None,
+                &[
+                    accepted,
+                    again,
+                    DELIVERED,
+                    DISPATCH,
+                    undelivered,
+                    Change::End
+                ]
+            ),
+            Some(dispatched)
+        );
+        // Ended without a dispatch: removed, and made anew by an acceptance after.
+        let ended = run(Some(row("acme")), &[Change::End]);
+        assert_eq!(ended, None);
+        assert_eq!(
+            run(ended, &[Change::Accept { tenant: "globex" }]),
+            Some(row("globex"))
+        );
+    }
 
     #[test]
     fn the_gap_is_in_percent_of_what_was_dispatched() {

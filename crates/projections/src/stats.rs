@@ -27,7 +27,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
 use domain::{MessageEvent, ReceiptOutcome};
-use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, on_read, on_tx};
+use serde_json::json;
+use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, TxConn, on_read};
 
 use crate::Target;
 
@@ -232,6 +233,18 @@ impl Default for Stats {
 /// (tenant, day, template, channel, account)
 type Key = (String, String, String, String, String);
 
+/// The columns of `stats_messages`, in the order the statements below read and write them.
+const MESSAGE_COLUMNS: &str =
+    "message_id, tenant_id, template_id, channel, account, dispatched, receipt, receipt_day";
+
+/// What an upsert changes in a remembered message: what an event can move (its tenant, template
+/// and channel are its acceptance's for good).
+const MESSAGE_UPDATE: &str = "account = excluded.account, dispatched = excluded.dispatched, \
+     receipt = excluded.receipt, receipt_day = excluded.receipt_day";
+
+/// The key columns of `stats_daily`, in the order of [`Key`].
+const KEY_COLUMNS: &str = "tenant_id, day, template_id, channel, account";
+
 impl Stats {
     pub fn new(target: Target) -> Self {
         Stats {
@@ -240,13 +253,18 @@ impl Stats {
         }
     }
 
-    async fn load(&self, tx: &mut StoreTx, message_id: &str) -> Result<Option<Seen>, HandlerError> {
-        let sql = format!(
-            "SELECT tenant_id, template_id, channel, account, dispatched, receipt, receipt_day \
-             FROM {} WHERE message_id = $1",
-            self.messages
-        );
+    /// What is remembered of the messages `ids`, those there are, in one statement.
+    async fn load(
+        &self,
+        tx: &mut StoreTx,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Seen>, HandlerError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let messages = &self.messages;
         type Row = (
+            String,
             String,
             String,
             String,
@@ -255,90 +273,194 @@ impl Stats {
             Option<String>,
             Option<String>,
         );
-        let row: Option<Row> = on_tx!(tx, |conn| sqlx::query_as(&sql)
-            .bind(message_id)
-            .fetch_optional(conn)
-            .await)?;
-        Ok(row.map(
-            |(tenant, template, channel, account, dispatched, receipt, receipt_day)| Seen {
-                tenant,
-                template,
-                channel,
-                account,
-                dispatched,
-                receipt,
-                receipt_day,
-            },
-        ))
+        let rows: Vec<Row> = match tx.conn() {
+            TxConn::Postgres(conn) => {
+                sqlx::query_as(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM {messages} WHERE message_id = ANY($1)"
+                ))
+                .bind(ids)
+                .fetch_all(conn)
+                .await?
+            }
+            TxConn::Sqlite(conn) => {
+                sqlx::query_as(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM {messages} \
+                     WHERE message_id IN (SELECT value FROM json_each($1))"
+                ))
+                .bind(serde_json::to_string(ids)?)
+                .fetch_all(conn)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, tenant, template, channel, account, dispatched, receipt, receipt_day)| {
+                    let seen = Seen {
+                        tenant,
+                        template,
+                        channel,
+                        account,
+                        dispatched,
+                        receipt,
+                        receipt_day,
+                    };
+                    (id, seen)
+                },
+            )
+            .collect())
     }
 
-    async fn save(
-        &self,
-        tx: &mut StoreTx,
-        message_id: &str,
-        seen: &Seen,
-    ) -> Result<(), HandlerError> {
-        let sql = format!(
-            "INSERT INTO {} (message_id, tenant_id, template_id, channel, account, dispatched, \
-             receipt, receipt_day) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (message_id) DO UPDATE SET account = excluded.account, \
-             dispatched = excluded.dispatched, receipt = excluded.receipt, \
-             receipt_day = excluded.receipt_day",
-            self.messages
-        );
-        on_tx!(tx, |conn| sqlx::query(&sql)
-            .bind(message_id)
-            .bind(&seen.tenant)
-            .bind(&seen.template)
-            .bind(&seen.channel)
-            .bind(&seen.account)
-            .bind(seen.dispatched)
-            .bind(seen.receipt.as_deref())
-            .bind(seen.receipt_day.as_deref())
-            .execute(conn)
-            .await
-            .map(|r| r.rows_affected()))?;
+    /// Writes what is remembered of `messages`, new or changed, in one statement.
+    async fn save(&self, tx: &mut StoreTx, messages: &[(&str, &Seen)]) -> Result<(), HandlerError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let table = &self.messages;
+        match tx.conn() {
+            TxConn::Postgres(conn) => {
+                let texts =
+                    |f: fn(&Seen) -> &str| messages.iter().map(|(_, m)| f(m)).collect::<Vec<_>>();
+                let options = |f: fn(&Seen) -> Option<&str>| {
+                    messages.iter().map(|(_, m)| f(m)).collect::<Vec<_>>()
+                };
+                sqlx::query(&format!(
+                    "INSERT INTO {table} ({MESSAGE_COLUMNS}) SELECT * FROM unnest(\
+                     $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], \
+                     $7::text[], $8::text[]) \
+                     ON CONFLICT (message_id) DO UPDATE SET {MESSAGE_UPDATE}"
+                ))
+                .bind(messages.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                .bind(texts(|m| &m.tenant))
+                .bind(texts(|m| &m.template))
+                .bind(texts(|m| &m.channel))
+                .bind(texts(|m| &m.account))
+                .bind(
+                    messages
+                        .iter()
+                        .map(|(_, m)| m.dispatched)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(options(|m| m.receipt.as_deref()))
+                .bind(options(|m| m.receipt_day.as_deref()))
+                .execute(conn)
+                .await?;
+            }
+            TxConn::Sqlite(conn) => {
+                // `->>` reads a JSON boolean as 1 or 0, as the column stores it.
+                let rows: Vec<serde_json::Value> = messages
+                    .iter()
+                    .map(|(id, m)| {
+                        json!([
+                            id,
+                            m.tenant,
+                            m.template,
+                            m.channel,
+                            m.account,
+                            m.dispatched,
+                            m.receipt,
+                            m.receipt_day
+                        ])
+                    })
+                    .collect();
+                sqlx::query(&format!(
+                    "INSERT INTO {table} ({MESSAGE_COLUMNS}) SELECT {} FROM json_each($1) \
+                     WHERE true ON CONFLICT (message_id) DO UPDATE SET {MESSAGE_UPDATE}",
+                    json_values(8)
+                ))
+                .bind(serde_json::Value::Array(rows).to_string())
+                .execute(conn)
+                .await?;
+            }
+        }
         Ok(())
     }
 
-    async fn add(&self, tx: &mut StoreTx, key: &Key, counts: &Counts) -> Result<(), HandlerError> {
+    /// Adds `counts` to their rows of `stats_daily`, made if missing, in one statement.
+    async fn add(&self, tx: &mut StoreTx, counts: &[(&Key, &Counts)]) -> Result<(), HandlerError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
         let daily = &self.daily;
         let columns: Vec<&str> = Counter::ALL.iter().map(|c| c.column()).collect();
-        let values: Vec<String> = (6..6 + columns.len()).map(|i| format!("${i}")).collect();
         let updates: Vec<String> = columns
             .iter()
             .map(|c| format!("{c} = {daily}.{c} + excluded.{c}"))
             .collect();
-        let sql = format!(
-            "INSERT INTO {daily} (tenant_id, day, template_id, channel, account, {}) \
-             VALUES ($1, $2, $3, $4, $5, {}) \
-             ON CONFLICT (tenant_id, day, template_id, channel, account) DO UPDATE SET {}",
-            columns.join(", "),
-            values.join(", "),
-            updates.join(", ")
-        );
-        on_tx!(tx, |conn| {
-            let mut query = sqlx::query(&sql)
-                .bind(&key.0)
-                .bind(&key.1)
-                .bind(&key.2)
-                .bind(&key.3)
-                .bind(&key.4);
-            for value in counts.0 {
-                query = query.bind(value);
+        let (columns, updates) = (columns.join(", "), updates.join(", "));
+        match tx.conn() {
+            TxConn::Postgres(conn) => {
+                let arrays: Vec<String> = (1..=5)
+                    .map(|i| format!("${i}::text[]"))
+                    .chain((6..6 + Counter::ALL.len()).map(|i| format!("${i}::int8[]")))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO {daily} ({KEY_COLUMNS}, {columns}) SELECT * FROM unnest({}) \
+                     ON CONFLICT ({KEY_COLUMNS}) DO UPDATE SET {updates}",
+                    arrays.join(", ")
+                );
+                let texts =
+                    |f: fn(&Key) -> &str| counts.iter().map(|(k, _)| f(k)).collect::<Vec<_>>();
+                let mut query = sqlx::query(&sql)
+                    .bind(texts(|k| &k.0))
+                    .bind(texts(|k| &k.1))
+                    .bind(texts(|k| &k.2))
+                    .bind(texts(|k| &k.3))
+                    .bind(texts(|k| &k.4));
+                for counter in Counter::ALL {
+                    query = query.bind(
+                        counts
+                            .iter()
+                            .map(|(_, c)| c.get(counter))
+                            .collect::<Vec<_>>(),
+                    );
+                }
+                query.execute(conn).await?;
             }
-            query.execute(conn).await.map(|r| r.rows_affected())
-        })?;
+            TxConn::Sqlite(conn) => {
+                let rows: Vec<serde_json::Value> = counts
+                    .iter()
+                    .map(|(k, c)| {
+                        let mut row =
+                            vec![json!(k.0), json!(k.1), json!(k.2), json!(k.3), json!(k.4)];
+                        row.extend(c.0.iter().map(|n| json!(n)));
+                        serde_json::Value::Array(row)
+                    })
+                    .collect();
+                sqlx::query(&format!(
+                    "INSERT INTO {daily} ({KEY_COLUMNS}, {columns}) SELECT {} FROM json_each($1) \
+                     WHERE true ON CONFLICT ({KEY_COLUMNS}) DO UPDATE SET {updates}",
+                    json_values(5 + Counter::ALL.len())
+                ))
+                .bind(serde_json::Value::Array(rows).to_string())
+                .execute(conn)
+                .await?;
+            }
+        }
         Ok(())
     }
 }
 
+/// The select list that spreads each JSON array of `json_each` over `n` columns (SQLite).
+fn json_values(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("value ->> {i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl store::Handler for Stats {
+    /// A batch costs at most three statements whatever its size: what is remembered of the
+    /// messages it goes on with, read in one select; then, once the batch is folded here, the
+    /// messages that changed written in one upsert and the counter moves added in another. A
+    /// message can have many events in a batch and a counter row many moves: each is written
+    /// once, with the sum. A replay applies batches of thousands of events, so round trips decide
+    /// its speed.
     async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
-        // The batch is folded in memory, then written once per message and per counter row.
-        let mut messages: HashMap<String, (Option<Seen>, bool)> = HashMap::new();
-        let mut order: Vec<String> = Vec::new();
-        let mut counts: BTreeMap<Key, Counts> = BTreeMap::new();
+        let mut steps = Vec::with_capacity(events.len());
+        // Each message of the batch: what is remembered of it, and whether that changed.
+        let mut messages: HashMap<&str, (Option<Seen>, bool)> = HashMap::new();
+        let mut remembered: Vec<&str> = Vec::new();
         for recorded in events {
             let Some(message_id) = recorded.stream_id.strip_prefix("message-") else {
                 continue;
@@ -346,20 +468,27 @@ impl store::Handler for Stats {
             let data = recorded.data_json()?;
             let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
             if !messages.contains_key(message_id) {
+                messages.insert(message_id, (None, false));
                 // A stream's first event is its acceptance: nothing is remembered of it yet.
-                let seen = if recorded.stream_position == 1 {
-                    None
-                } else {
-                    self.load(tx, message_id).await?
-                };
-                messages.insert(message_id.to_owned(), (seen, false));
-                order.push(message_id.to_owned());
+                if recorded.stream_position != 1 {
+                    remembered.push(message_id);
+                }
             }
+            steps.push((message_id, event));
+        }
+        remembered.sort_unstable();
+        for (message_id, seen) in self.load(tx, &remembered).await? {
+            if let Some((slot, _)) = messages.get_mut(message_id.as_str()) {
+                *slot = Some(seen);
+            }
+        }
+        let mut counts: BTreeMap<Key, Counts> = BTreeMap::new();
+        for (message_id, event) in &steps {
             let Some((seen, changed)) = messages.get_mut(message_id) else {
                 continue;
             };
             let before = seen.clone();
-            let moves = step(seen, &event);
+            let moves = step(seen, event);
             *changed |= *seen != before;
             let Some(message) = seen.as_ref() else {
                 continue;
@@ -375,17 +504,19 @@ impl store::Handler for Stats {
                 counts.entry(key).or_default().add(counter, delta);
             }
         }
-        for message_id in &order {
-            if let Some((Some(seen), true)) = messages.get(message_id) {
-                self.save(tx, message_id, seen).await?;
-            }
-        }
-        for (key, counts) in &counts {
-            if *counts != Counts::default() {
-                self.add(tx, key, counts).await?;
-            }
-        }
-        Ok(())
+        // Rows are written in key order, so two transactions never wait on each other in turn.
+        let mut changed: Vec<(&str, &Seen)> = messages
+            .iter()
+            .filter_map(|(id, (seen, changed))| Some((*id, seen.as_ref().filter(|_| *changed)?)))
+            .collect();
+        changed.sort_unstable_by_key(|(id, _)| *id);
+        self.save(tx, &changed).await?;
+        // Moves that cancel out (a receipt counted and moved away in the batch) write nothing.
+        let counts: Vec<(&Key, &Counts)> = counts
+            .iter()
+            .filter(|(_, counts)| **counts != Counts::default())
+            .collect();
+        self.add(tx, &counts).await
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod app;
+mod batches;
 mod bench;
 mod channel_accounts;
 mod cli;
