@@ -294,10 +294,10 @@ impl EventStore for PgStore {
                 "a SQLite transaction given to Postgres".into(),
             ));
         };
-        let versions = match append_on(conn, appends).await {
-            Ok(versions) => versions,
-            Err(error) => return Err(self.creation_conflict(appends, error).await),
-        };
+        // A batch that creates its streams and finds one there reports `ConcurrentAppend`
+        // (a conflict all the same), not the actual version: reading it would take a second
+        // connection while this one is held, and under load a full pool would wait on itself.
+        let versions = append_on(conn, appends).await?;
         tx.appended = true;
         Ok(versions)
     }
@@ -641,8 +641,8 @@ fn creates_streams(appends: &[StreamAppend]) -> bool {
 
 /// [`append_on`] for a batch that only creates streams: no versions to read first, every
 /// stream starts at 1. A stream that exists after all makes the insert clash on the primary key
-/// (`ConcurrentAppend`), and the caller reports it with the actual version
-/// ([`PgStore::creation_conflict`]). That the insert is the transaction's first write is checked
+/// (`ConcurrentAppend`); `append` reports it with the actual version
+/// ([`PgStore::creation_conflict`]), `append_in` as it is. That the insert is the transaction's first write is checked
 /// in the same statement, before its first row is written: nothing is inserted otherwise.
 async fn create_on(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<Vec<u64>> {
     let starts = vec![1; appends.len()];
