@@ -31,10 +31,8 @@ impl Store {
             .collect();
         match self {
             Store::Postgres(s) => {
-                for event in s.read_streams(ids).await? {
-                    if let Some(stream) = streams.get_mut(&event.stream_id)
-                        && stream.len() < limit
-                    {
+                for event in s.read_streams(ids, limit).await? {
+                    if let Some(stream) = streams.get_mut(&event.stream_id) {
                         stream.push(event);
                     }
                 }

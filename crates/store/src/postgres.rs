@@ -63,14 +63,21 @@ const EVENT_COLUMNS: &str = "transaction_id::text::int8 AS tx, global_position, 
      metadata::text AS metadata, recorded_at";
 
 impl PgStore {
-    /// Every event of each stream in `ids`, in one round trip, in stream order per stream.
-    pub async fn read_streams(&self, ids: &[&str]) -> Result<Vec<RecordedEvent>> {
+    /// The first `limit` events of each stream in `ids`, in one round trip, in stream order
+    /// per stream.
+    pub async fn read_streams(&self, ids: &[&str], limit: usize) -> Result<Vec<RecordedEvent>> {
+        // One index lookup per stream, whatever the planner believes: with `= ANY($1)` over a
+        // log it had no statistics for (a fresh or bulk-loaded store, or autovacuum behind),
+        // it chose a parallel scan of the whole table, 140 ms for 50 streams of 200,000.
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ANY($1::text[]) \
+            "SELECT {EVENT_COLUMNS} FROM (SELECT DISTINCT id FROM unnest($1::text[]) AS u(id)) s \
+             CROSS JOIN LATERAL (SELECT * FROM events WHERE stream_id = s.id \
+                                 ORDER BY stream_position LIMIT $2) e \
              ORDER BY stream_id, stream_position"
         );
         let rows = sqlx::query(&sql)
             .bind(ids)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.inner.pool)
             .await?;
         rows.iter().map(recorded).collect()

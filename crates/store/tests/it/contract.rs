@@ -14,6 +14,7 @@ use crate::support::{Recorder, both_backends, event, events, read_settled, seen,
 
 both_backends!(
     appends_and_reads_a_stream,
+    reads_many_streams_at_once,
     expectations_are_checked_and_conflicts_carry_the_actual_version,
     concurrent_appends_with_one_expected_version_have_one_winner,
     a_retried_append_returns_the_first_result_and_writes_nothing,
@@ -65,6 +66,56 @@ async fn appends_and_reads_a_stream(store: Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+async fn reads_many_streams_at_once(store: Store) {
+    store
+        .append(&[
+            append("order-1", ExpectedVersion::NoStream, 3),
+            append("order-2", ExpectedVersion::NoStream, 1),
+            append("order-3", ExpectedVersion::NoStream, 2),
+        ])
+        .await
+        .unwrap();
+    let positions = |streams: &std::collections::HashMap<String, Vec<store::RecordedEvent>>,
+                     id: &str| {
+        streams[id]
+            .iter()
+            .map(|e| (e.stream_id.clone(), e.stream_position))
+            .collect::<Vec<_>>()
+    };
+    // A stream asked for twice is read once; one that does not exist reads empty; the third
+    // stream, not asked for, is not read.
+    let streams = store
+        .read_streams(&["order-1", "order-2", "order-1", "order-9"], 100)
+        .await
+        .unwrap();
+    assert_eq!(streams.len(), 3);
+    assert_eq!(
+        positions(&streams, "order-1"),
+        vec![
+            ("order-1".to_owned(), 1),
+            ("order-1".to_owned(), 2),
+            ("order-1".to_owned(), 3)
+        ]
+    );
+    assert_eq!(
+        positions(&streams, "order-2"),
+        vec![("order-2".to_owned(), 1)]
+    );
+    assert!(streams["order-9"].is_empty());
+    assert_eq!(streams["order-1"][2].data_json().unwrap()["n"], 3);
+    // At most `limit` events a stream, the first ones.
+    let streams = store
+        .read_streams(&["order-1", "order-3"], 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        positions(&streams, "order-1"),
+        vec![("order-1".to_owned(), 1), ("order-1".to_owned(), 2)]
+    );
+    assert_eq!(streams["order-3"].len(), 2);
+    assert!(store.read_streams(&[], 10).await.unwrap().is_empty());
 }
 
 async fn expectations_are_checked_and_conflicts_carry_the_actual_version(store: Store) {
