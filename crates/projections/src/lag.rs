@@ -30,43 +30,62 @@ impl Lag {
     }
 }
 
+type Row = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+
 /// Where the projection with checkpoint `subscription`, following `category`, stands.
 pub async fn lag(
     store: &Store,
     subscription: &str,
     category: &str,
 ) -> Result<Lag, store::StoreError> {
-    let applied = store
-        .load_checkpoint(&CheckpointKey::new(subscription, 0))
-        .await?
-        .unwrap_or(Checkpoint::START);
-    // The newest event of the category, walking the log-order index backwards.
-    let head: Option<(i64, i64)> = match store {
-        Store::Postgres(s) => sqlx::query_as(
-            // `e.`: a bare `transaction_id` would name the text-cast output column, and
-            // sorting by that cannot use the log-order index (a scan of the whole log).
-            "SELECT e.transaction_id::text::int8, e.global_position FROM events e \
-                 WHERE e.category = $1 ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1",
-        )
-        .bind(category)
-        .fetch_optional(s.pool())
-        .await,
+    let checkpoint = |row: Option<(i64, i64)>| {
+        row.map_or(Checkpoint::START, |(transaction_id, global_position)| {
+            Checkpoint {
+                transaction_id,
+                global_position,
+            }
+        })
+    };
+    let (applied, head) = match store {
+        // One statement, one round trip: the API asks this before every answer it dates.
+        Store::Postgres(s) => {
+            let (applied_tx, applied_position, head_tx, head_position): Row =
+                sqlx::query_as(
+                    // `e.`: a bare `transaction_id` would name the text-cast output column,
+                    // and sorting by that cannot use the log-order index (a scan of the log).
+                    "SELECT c.transaction_id, c.global_position, h.tx, h.global_position \
+                     FROM (SELECT 1) AS one \
+                     LEFT JOIN checkpoints c ON c.subscription = $1 AND c.partition = 0 \
+                     LEFT JOIN LATERAL (SELECT e.transaction_id::text::int8 AS tx, e.global_position \
+                         FROM events e WHERE e.category = $2 \
+                         ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1) h ON true",
+                )
+                .bind(subscription)
+                .bind(category)
+                .fetch_one(s.pool())
+                .await
+                .map_err(store::StoreError::from)?;
+            (
+                checkpoint(applied_tx.zip(applied_position)),
+                checkpoint(head_tx.zip(head_position)),
+            )
+        }
         Store::Sqlite(s) => {
-            sqlx::query_as(
+            let applied = store
+                .load_checkpoint(&CheckpointKey::new(subscription, 0))
+                .await?
+                .unwrap_or(Checkpoint::START);
+            // The newest event of the category, walking the log-order index backwards.
+            let head: Option<(i64, i64)> = sqlx::query_as(
                 "SELECT 0, global_position FROM events WHERE category = $1 \
                  ORDER BY global_position DESC LIMIT 1",
             )
             .bind(category)
             .fetch_optional(s.readers())
             .await
+            .map_err(store::StoreError::from)?;
+            (applied, checkpoint(head))
         }
-    }
-    .map_err(store::StoreError::from)?;
-    let head = head.map_or(Checkpoint::START, |(transaction_id, global_position)| {
-        Checkpoint {
-            transaction_id,
-            global_position,
-        }
-    });
+    };
     Ok(Lag { applied, head })
 }
