@@ -10,8 +10,11 @@ use projections::replay::{self, Progress, ReplayOptions};
 use store::Store;
 use tokio_util::sync::CancellationToken;
 
-/// Rebuilds `chosen`, one after the other. Stopped by `shutdown`, a replay leaves its shadow
-/// tables behind; the next replay drops them and starts over, and the live tables never changed.
+/// Rebuilds `chosen`: on Postgres side by side, each on its own connections, so the server
+/// spreads their work over its cores (one after the other, `replay --all` on a 2-core machine
+/// left one core mostly idle); on SQLite, which has one writer, one after the other. Stopped by
+/// `shutdown`, a replay leaves its shadow tables behind; the next replay drops them and starts
+/// over, and the live tables never changed.
 pub async fn run(
     store: &Store,
     chosen: &[Projection],
@@ -19,9 +22,12 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let options = ReplayOptions { batch_size };
+    if matches!(store, Store::Postgres(_)) && chosen.len() > 1 {
+        return run_together(store, chosen, options, shutdown).await;
+    }
     for &projection in chosen {
         let mut line = ProgressLine::new(std::io::stderr().is_terminal());
-        let mut show = |progress: &Progress| line.show(progress);
+        let mut show = |progress: &Progress| line.show(&render(progress));
         let replayed = tokio::select! {
             replayed = replay::replay(store, projection, &options, &mut show) => replayed,
             () = shutdown.cancelled() => {
@@ -30,15 +36,88 @@ pub async fn run(
         };
         line.finish();
         let summary = replayed.with_context(|| format!("replaying {}", projection.name()))?;
-        println!(
-            "{}: {} events in {:.2} s ({} events/s)",
-            projection.name(),
-            thousands(summary.events),
-            summary.elapsed.as_secs_f64(),
-            thousands(summary.rate().round() as u64),
-        );
+        print_summary(&summary);
     }
     Ok(())
+}
+
+/// Every projection in `chosen` replayed at once, with one progress line for all of them and
+/// the summaries in the order asked for. A failed one does not stop the others: each swaps in
+/// on its own, and the first failure is the answer.
+async fn run_together(
+    store: &Store,
+    chosen: &[Projection],
+    options: ReplayOptions,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    type Board = std::sync::Mutex<(ProgressLine, Vec<Option<Progress>>)>;
+    let board: std::sync::Arc<Board> = std::sync::Arc::new(std::sync::Mutex::new((
+        ProgressLine::new(std::io::stderr().is_terminal()),
+        vec![None; chosen.len()],
+    )));
+    let mut runs = tokio::task::JoinSet::new();
+    for (slot, &projection) in chosen.iter().enumerate() {
+        let (store, options, board) = (store.clone(), options.clone(), board.clone());
+        runs.spawn(async move {
+            let mut show = |progress: &Progress| {
+                let mut board = board
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (line, latest) = &mut *board;
+                latest[slot] = Some(*progress);
+                let text = render_all(latest);
+                line.show(&text);
+            };
+            let replayed = replay::replay(&store, projection, &options, &mut show).await;
+            (slot, replayed)
+        });
+    }
+    let mut results: Vec<Option<Result<replay::Summary, replay::ReplayError>>> =
+        (0..chosen.len()).map(|_| None).collect();
+    loop {
+        tokio::select! {
+            joined = runs.join_next() => match joined {
+                Some(joined) => {
+                    let (slot, replayed) = joined.context("a replay task failed")?;
+                    results[slot] = Some(replayed);
+                }
+                None => break,
+            },
+            // Dropping the set stops the others where they are.
+            () = shutdown.cancelled() => {
+                anyhow::bail!("replay interrupted; the live tables of projections not yet swapped in are unchanged")
+            }
+        }
+    }
+    board
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .0
+        .finish();
+    let mut first_error = None;
+    for (projection, result) in chosen.iter().zip(results) {
+        match result {
+            Some(Ok(summary)) => print_summary(&summary),
+            Some(Err(error)) => {
+                let error =
+                    anyhow::Error::new(error).context(format!("replaying {}", projection.name()));
+                eprintln!("{error:#}");
+                first_error.get_or_insert(error);
+            }
+            None => {}
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn print_summary(summary: &replay::Summary) {
+    println!(
+        "{}: {} events in {:.2} s ({} events/s)",
+        summary.projection.name(),
+        thousands(summary.events),
+        summary.elapsed.as_secs_f64(),
+        thousands(summary.rate().round() as u64),
+    );
 }
 
 /// A progress line: redrawn in place on a terminal, a line every few seconds in a log.
@@ -57,7 +136,7 @@ impl ProgressLine {
         }
     }
 
-    fn show(&mut self, progress: &Progress) {
+    fn show(&mut self, text: &str) {
         let every = if self.terminal {
             Duration::from_millis(100)
         } else {
@@ -67,7 +146,6 @@ impl ProgressLine {
             return;
         }
         self.last = Some(Instant::now());
-        let text = render(progress);
         let mut stderr = std::io::stderr().lock();
         // A progress line that cannot be written is not worth failing the replay for.
         let _ = if self.terminal {
@@ -103,6 +181,33 @@ fn render(progress: &Progress) -> String {
         done * 100.0,
         thousands(progress.events),
         thousands(progress.rate().round() as u64),
+    )
+}
+
+/// One line for projections replaying together: each one's share done, then all of them.
+fn render_all(latest: &[Option<Progress>]) -> String {
+    let started: Vec<&Progress> = latest.iter().flatten().collect();
+    let shares: Vec<String> = started
+        .iter()
+        .map(|p| {
+            let span = (p.head - p.start).max(1) as f64;
+            let done = ((p.position - p.start) as f64 / span).clamp(0.0, 1.0);
+            format!("{} {:.0}%", p.projection.name(), done * 100.0)
+        })
+        .collect();
+    let events: u64 = started.iter().map(|p| p.events).sum();
+    let rate: f64 = started.iter().map(|p| p.rate()).sum();
+    let eta = started
+        .iter()
+        .map(|p| p.eta())
+        .collect::<Option<Vec<_>>>()
+        .and_then(|etas| etas.into_iter().max())
+        .map_or_else(|| "--:--".to_owned(), |eta| clock(eta.as_secs()));
+    format!(
+        "{}  {} events  {} events/s  ETA {eta}",
+        shares.join("  "),
+        thousands(events),
+        thousands(rate.round() as u64),
     )
 }
 
@@ -164,6 +269,29 @@ mod tests {
         assert!(
             line.contains("50,000 events  25,000 events/s  ETA 0:02"),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn projections_replayed_together_share_one_line() {
+        let progress = |projection, events, position, seconds| {
+            Some(Progress {
+                projection,
+                events,
+                position,
+                start: 0,
+                head: 100_000,
+                elapsed: Duration::from_secs(seconds),
+            })
+        };
+        let line = render_all(&[
+            progress(Projection::Trace, 20_000, 25_000, 1),
+            None,
+            progress(Projection::Stats, 40_000, 50_000, 2),
+        ]);
+        assert_eq!(
+            line,
+            "trace 25%  stats 50%  60,000 events  40,000 events/s  ETA 0:03"
         );
     }
 }
