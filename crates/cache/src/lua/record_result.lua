@@ -16,12 +16,19 @@ local function open()
   return {1, tonumber(ARGV[6])}
 end
 
-local state = redis.call('HMGET', key, 'state', 'until')
-if state[1] == 'open' and now < tonumber(state[2]) then
-  -- A call made before the breaker opened: its result changes nothing.
-  return {1, tonumber(state[2])}
+-- One read of everything: the state, then the window's width and its ten slots.
+local fields = {'state', 'until', 'w'}
+for n = 0, 9 do
+  fields[#fields + 1] = 'i' .. n
+  fields[#fields + 1] = 'o' .. n
+  fields[#fields + 1] = 'f' .. n
 end
-if state[1] == 'open' or state[1] == 'half' then
+local v = redis.call('HMGET', key, unpack(fields))
+if v[1] == 'open' and now < tonumber(v[2]) then
+  -- A call made before the breaker opened: its result changes nothing.
+  return {1, tonumber(v[2])}
+end
+if v[1] == 'open' or v[1] == 'half' then
   if success then
     redis.call('DEL', key)
     return {0, 0}
@@ -31,24 +38,32 @@ end
 
 -- Closed: count the call in its bucket, then sum the buckets still in the window.
 local width = tonumber(ARGV[3])
-if tonumber(redis.call('HGET', key, 'w')) ~= width then
+if tonumber(v[3]) ~= width then
   redis.call('DEL', key)
   redis.call('HSET', key, 'w', ARGV[3])
+  v = {}
 end
 local bucket = math.floor(now / width)
 local slot = bucket % 10
-local stored = tonumber(redis.call('HGET', key, 'i' .. slot))
+-- Slot n's fields are at 4 + 3n (bucket index), 5 + 3n (successes), 6 + 3n (failures).
+local at = 4 + 3 * slot
+local stored, ok, bad = tonumber(v[at]), tonumber(v[at + 1]) or 0, tonumber(v[at + 2]) or 0
 -- A slot holding a later bucket (a worker whose clock is behind) is counted into as it is.
 if stored == nil or stored < bucket then
-  redis.call('HSET', key, 'i' .. slot, string.format('%d', bucket), 'o' .. slot, 0, 'f' .. slot, 0)
+  stored, ok, bad = bucket, 0, 0
 end
-redis.call('HINCRBY', key, (success and 'o' or 'f') .. slot, 1)
+if success then ok = ok + 1 else bad = bad + 1 end
+redis.call('HSET', key, 'i' .. slot, string.format('%d', stored), 'o' .. slot,
+  string.format('%d', ok), 'f' .. slot, string.format('%d', bad))
 local calls, failed = 0, 0
 for n = 0, 9 do
-  local s = redis.call('HMGET', key, 'i' .. n, 'o' .. n, 'f' .. n)
-  if s[1] and tonumber(s[1]) > bucket - 10 then
-    calls = calls + tonumber(s[2]) + tonumber(s[3])
-    failed = failed + tonumber(s[3])
+  local i, o, f = tonumber(v[4 + 3 * n]), tonumber(v[5 + 3 * n]), tonumber(v[6 + 3 * n])
+  if n == slot then
+    i, o, f = stored, ok, bad
+  end
+  if i and i > bucket - 10 then
+    calls = calls + o + f
+    failed = failed + f
   end
 end
 if not success and calls >= tonumber(ARGV[4]) and failed / calls >= tonumber(ARGV[5]) then

@@ -16,6 +16,7 @@ both_caches!(
     probes_that_never_report_are_replaced_after_a_round,
     concurrent_callers_get_exactly_the_probes,
     breakers_are_per_account,
+    a_late_clock_and_a_new_window_are_counted_alike,
 );
 
 /// Ten buckets of one second; open for 30 s; two probes.
@@ -208,6 +209,54 @@ async fn breakers_are_per_account(cache: Cache) {
     assert_eq!(record(&cache, "b", false, 1).await, BreakerState::Closed);
     assert!(matches!(
         state(&cache, "a", 1).await,
+        BreakerState::Open { .. }
+    ));
+}
+
+async fn a_late_clock_and_a_new_window_are_counted_alike(cache: Cache) {
+    // Two failures at 5 s, then two from a worker whose clock is a second behind: they count
+    // into the window as it stands, and four failures of four open the breaker.
+    for t in [5_000, 5_000] {
+        assert_eq!(record(&cache, "acct", false, t).await, BreakerState::Closed);
+    }
+    assert_eq!(
+        record(&cache, "acct", false, 4_000).await,
+        BreakerState::Closed
+    );
+    assert!(matches!(
+        record(&cache, "acct", false, 4_500).await,
+        BreakerState::Open { .. }
+    ));
+
+    // A policy with another window starts counting over: three failures under it are not
+    // enough, though the old window held two more.
+    let wide = BreakerPolicy {
+        window_ms: 20_000,
+        ..POLICY
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            cache
+                .record_result("other", false, at(0), POLICY)
+                .await
+                .unwrap(),
+            BreakerState::Closed
+        );
+    }
+    for t in [100, 200, 300] {
+        assert_eq!(
+            cache
+                .record_result("other", false, at(t), wide)
+                .await
+                .unwrap(),
+            BreakerState::Closed
+        );
+    }
+    assert!(matches!(
+        cache
+            .record_result("other", false, at(400), wide)
+            .await
+            .unwrap(),
         BreakerState::Open { .. }
     ));
 }
