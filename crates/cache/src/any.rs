@@ -9,7 +9,10 @@ use crate::error::Result;
 use crate::memory::MemoryCache;
 use crate::policy_cache::PolicyCache;
 use crate::redis_cache::RedisCache;
-use crate::types::{BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, TokenOutcome};
+use crate::types::{
+    Admission, BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, TokenBucket,
+    TokenOutcome,
+};
 
 #[derive(Debug, Clone)]
 pub enum Cache {
@@ -140,6 +143,15 @@ impl PolicyCache for Cache {
 
     async fn breaker_state(&self, account: &str, now: DateTime<Utc>) -> Result<BreakerState> {
         both!(self, c => c.breaker_state(account, now).await)
+    }
+
+    async fn admit(
+        &self,
+        account: &str,
+        bucket: Option<TokenBucket<'_>>,
+        now: DateTime<Utc>,
+    ) -> Result<Admission> {
+        both!(self, c => c.admit(account, bucket, now).await)
     }
 
     async fn ping(&self) -> Result<()> {

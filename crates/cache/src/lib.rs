@@ -26,4 +26,7 @@ pub use memory::MemoryCache;
 pub use policy_cache::PolicyCache;
 pub use pubsub::{Notice, Subscription};
 pub use redis_cache::RedisCache;
-pub use types::{BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, TokenOutcome};
+pub use types::{
+    Admission, BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, TokenBucket,
+    TokenOutcome,
+};

@@ -7,7 +7,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::error::Result;
-use crate::types::{BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, TokenOutcome};
+use crate::types::{
+    Admission, BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, TokenBucket,
+    TokenOutcome,
+};
 
 /// Shared, atomic state for dispatch policies. Every decision is made in one step on the
 /// server (or under one lock), so any number of workers in any number of processes agree.
@@ -107,6 +110,37 @@ pub trait PolicyCache: Clone + Send + Sync + 'static {
         account: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<BreakerState>> + Send;
+
+    /// The checks before a call to `account`, in this order: its pause
+    /// ([`paused_until`](Self::paused_until)), a token from `bucket` when it has a rate limit
+    /// ([`take_token`](Self::take_token)), and its breaker
+    /// ([`breaker_state`](Self::breaker_state)). The first that says wait is the answer and the
+    /// checks after it are not made: a paused account spends no token, and an account out of
+    /// tokens is handed no probe. Redis answers in one round trip.
+    fn admit(
+        &self,
+        account: &str,
+        bucket: Option<TokenBucket<'_>>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Admission>> + Send {
+        async move {
+            if let Some(until_ms) = self.paused_until(account, now).await? {
+                return Ok(Admission::Paused { until_ms });
+            }
+            if let Some(bucket) = bucket
+                && let TokenOutcome::Wait { retry_after_ms } = self
+                    .take_token(bucket.name, bucket.rate_per_sec, bucket.burst, now)
+                    .await?
+            {
+                return Ok(Admission::NoToken { retry_after_ms });
+            }
+            Ok(match self.breaker_state(account, now).await? {
+                BreakerState::Closed => Admission::Go { probe: false },
+                BreakerState::HalfOpen => Admission::Go { probe: true },
+                BreakerState::Open { until_ms } => Admission::Open { until_ms },
+            })
+        }
+    }
 
     /// Checks that the cache answers, for readiness.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;

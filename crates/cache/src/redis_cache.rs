@@ -16,7 +16,8 @@ use crate::error::{CacheError, Result};
 use crate::policy_cache::PolicyCache;
 use crate::pubsub::{self, Hub, Subscription, WeakHub};
 use crate::types::{
-    self, BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, MAX_MS, TokenOutcome,
+    self, Admission, BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, MAX_MS,
+    TokenBucket, TokenOutcome,
 };
 
 /// The cache shared by every process that connects to one Redis with one prefix.
@@ -63,6 +64,9 @@ struct Scripts {
     unlock: Script,
     record_result: Script,
     breaker_state: Script,
+    /// `admit.lua` after `take_token.lua` and `breaker_state.lua`, each wrapped as a function
+    /// of its keys and arguments: one script, one round trip, the same steps.
+    admit: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -75,6 +79,13 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     unlock: Script::new(include_str!("lua/unlock.lua")),
     record_result: Script::new(include_str!("lua/record_result.lua")),
     breaker_state: Script::new(include_str!("lua/breaker_state.lua")),
+    admit: Script::new(&format!(
+        "local function take_token(KEYS, ARGV)\n{}\nend\n\
+         local function breaker_state(KEYS, ARGV)\n{}\nend\n{}",
+        include_str!("lua/take_token.lua"),
+        include_str!("lua/breaker_state.lua"),
+        include_str!("lua/admit.lua"),
+    )),
 });
 
 /// Dispatch must not hang on a stalled Redis: a call fails after this and may be retried.
@@ -355,6 +366,37 @@ impl PolicyCache for RedisCache {
             .invoke_async(&mut self.conn.clone())
             .await?;
         breaker(reply)
+    }
+
+    async fn admit(
+        &self,
+        account: &str,
+        bucket: Option<TokenBucket<'_>>,
+        now: DateTime<Utc>,
+    ) -> Result<Admission> {
+        if let Some(bucket) = bucket {
+            types::check_bucket(bucket.rate_per_sec, bucket.burst)?;
+        }
+        let (answer, value): (i64, i64) = SCRIPTS
+            .admit
+            .key(self.key("pause", account))
+            .key(bucket.map_or_else(String::new, |b| self.key("bucket", b.name)))
+            .key(self.key("breaker", account))
+            .arg(now.timestamp_millis())
+            .arg(bucket.map_or_else(String::new, |b| b.rate_per_sec.to_string()))
+            .arg(bucket.map_or(0, |b| b.burst))
+            .arg(MAX_MS)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        match answer {
+            0 => Ok(Admission::Go { probe: value == 1 }),
+            1 => Ok(Admission::Paused { until_ms: value }),
+            2 => Ok(Admission::NoToken {
+                retry_after_ms: u64::try_from(value).unwrap_or(0),
+            }),
+            3 => Ok(Admission::Open { until_ms: value }),
+            other => Err(CacheError::Corrupt(format!("admit answered {other}"))),
+        }
     }
 
     async fn ping(&self) -> Result<()> {

@@ -128,6 +128,28 @@ pub(crate) fn lock_ms(ttl: Duration) -> Result<i64> {
     duration_ms("a lock", ttl.as_millis())
 }
 
+/// A token bucket to take from: its name, how many tokens it gains a second and how many it
+/// holds (see [`crate::PolicyCache::take_token`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenBucket<'a> {
+    pub name: &'a str,
+    pub rate_per_sec: f64,
+    pub burst: u32,
+}
+
+/// What [`crate::PolicyCache::admit`] says of a call to an account now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead; as the breaker's probe when `probe` (report the result).
+    Go { probe: bool },
+    /// The account is paused until `until_ms`.
+    Paused { until_ms: i64 },
+    /// The account's bucket has no token; one will be there in `retry_after_ms`.
+    NoToken { retry_after_ms: u64 },
+    /// The account's breaker is open until `until_ms`.
+    Open { until_ms: i64 },
+}
+
 pub(crate) fn check_bucket(rate_per_sec: f64, burst: u32) -> Result<()> {
     if !(rate_per_sec.is_finite() && rate_per_sec > 0.0) {
         return Err(CacheError::InvalidArgument(format!(

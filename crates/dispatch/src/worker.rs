@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use cache::{
-    BreakerPolicy, BreakerState, Cache, DedupOutcome, FrequencyOutcome, PolicyCache, TokenOutcome,
+    Admission, BreakerPolicy, Cache, DedupOutcome, FrequencyOutcome, PolicyCache, TokenBucket,
 };
 use std::time::{Duration, Instant};
 
@@ -868,26 +868,27 @@ async fn choose<'a>(
             .unwrap_or(now + chrono::Duration::seconds(1))
     };
     for candidate in candidates {
-        if let Some(until_ms) = cache.paused_until(&candidate.id, now).await? {
-            consider(from_ms(until_ms), &candidate.id, false);
-            continue;
-        }
-        if let Some((rate, burst)) = candidate.rate_limit
-            && let TokenOutcome::Wait { retry_after_ms } = cache
-                .take_token(&format!("account:{}", candidate.id), rate, burst, now)
-                .await?
-        {
-            let wait_ms = i64::try_from(retry_after_ms).unwrap_or(i64::MAX / 2);
-            consider(
-                now + chrono::Duration::milliseconds(wait_ms.max(1)),
-                &candidate.id,
-                false,
-            );
-            continue;
-        }
-        match cache.breaker_state(&candidate.id, now).await? {
-            BreakerState::Open { until_ms } => consider(from_ms(until_ms), &candidate.id, true),
-            BreakerState::Closed | BreakerState::HalfOpen => return Ok(Choice::Send(candidate)),
+        // The pause, a token and the breaker, in one round trip.
+        let name = format!("account:{}", candidate.id);
+        let bucket = candidate
+            .rate_limit
+            .map(|(rate_per_sec, burst)| TokenBucket {
+                name: &name,
+                rate_per_sec,
+                burst,
+            });
+        match cache.admit(&candidate.id, bucket, now).await? {
+            Admission::Go { .. } => return Ok(Choice::Send(candidate)),
+            Admission::Paused { until_ms } => consider(from_ms(until_ms), &candidate.id, false),
+            Admission::NoToken { retry_after_ms } => {
+                let wait_ms = i64::try_from(retry_after_ms).unwrap_or(i64::MAX / 2);
+                consider(
+                    now + chrono::Duration::milliseconds(wait_ms.max(1)),
+                    &candidate.id,
+                    false,
+                );
+            }
+            Admission::Open { until_ms } => consider(from_ms(until_ms), &candidate.id, true),
         }
     }
     let (until, account, breaker) =

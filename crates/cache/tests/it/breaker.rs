@@ -1,7 +1,9 @@
 //! The circuit breaker's contract: it opens on the failure ratio over a rolling window, stays
 //! open for its time, lets a bounded number of probes through, then closes or opens again.
 
-use cache::{BreakerPolicy, BreakerState, Cache, PolicyCache};
+use cache::{
+    Admission, BreakerPolicy, BreakerState, Cache, PolicyCache, TokenBucket, TokenOutcome,
+};
 
 use crate::support::{at, both_caches, concurrently, ms};
 
@@ -17,6 +19,7 @@ both_caches!(
     concurrent_callers_get_exactly_the_probes,
     breakers_are_per_account,
     a_late_clock_and_a_new_window_are_counted_alike,
+    admit_checks_the_pause_then_a_token_then_the_breaker,
 );
 
 /// Ten buckets of one second; open for 30 s; two probes.
@@ -259,4 +262,72 @@ async fn a_late_clock_and_a_new_window_are_counted_alike(cache: Cache) {
             .unwrap(),
         BreakerState::Open { .. }
     ));
+}
+
+async fn admit_checks_the_pause_then_a_token_then_the_breaker(cache: Cache) {
+    let bucket = TokenBucket {
+        name: "account:acct",
+        rate_per_sec: 1.0,
+        burst: 1,
+    };
+    let admit = |t: i64, bucket: Option<TokenBucket<'static>>| {
+        let cache = cache.clone();
+        async move { cache.admit("acct", bucket, at(t)).await.unwrap() }
+    };
+    // Nothing stands in the way: go, and without a rate limit no token is taken.
+    assert_eq!(admit(0, None).await, Admission::Go { probe: false });
+
+    // Paused: the answer, and the bucket keeps its one token.
+    cache.pause("acct", ms(5_000), at(0)).await.unwrap();
+    assert_eq!(
+        admit(0, Some(bucket)).await,
+        Admission::Paused {
+            until_ms: ms(5_000)
+        }
+    );
+    // After the pause: the token is taken, then the bucket is empty for a second.
+    assert_eq!(
+        admit(5_000, Some(bucket)).await,
+        Admission::Go { probe: false }
+    );
+    assert_eq!(
+        admit(5_000, Some(bucket)).await,
+        Admission::NoToken {
+            retry_after_ms: 1_000
+        }
+    );
+
+    // An open breaker: the answer; a token taken on the way is spent, as by the steps alone.
+    trip(&cache, "acct", 10_000).await;
+    assert_eq!(
+        admit(11_000, Some(bucket)).await,
+        Admission::Open {
+            until_ms: ms(40_000)
+        }
+    );
+    // Out of tokens: the breaker is not asked, so no probe is handed out and wasted.
+    assert_eq!(
+        admit(40_000, Some(bucket)).await,
+        Admission::Go { probe: true }
+    );
+    assert_eq!(
+        admit(40_000, Some(bucket)).await,
+        Admission::NoToken {
+            retry_after_ms: 1_000
+        }
+    );
+    assert_eq!(admit(40_000, None).await, Admission::Go { probe: true });
+    assert_eq!(
+        admit(40_000, None).await,
+        Admission::Open {
+            until_ms: ms(70_000)
+        }
+    );
+    assert_eq!(
+        cache
+            .take_token("account:acct", 1.0, 1, at(41_000))
+            .await
+            .unwrap(),
+        TokenOutcome::Taken
+    );
 }
