@@ -10,11 +10,10 @@ use projections::replay::{self, Progress, ReplayOptions};
 use store::Store;
 use tokio_util::sync::CancellationToken;
 
-/// Rebuilds `chosen`: on Postgres side by side, each on its own connections, so the server
-/// spreads their work over its cores (one after the other, `replay --all` on a 2-core machine
-/// left one core mostly idle); on SQLite, which has one writer, one after the other. Stopped by
-/// `shutdown`, a replay leaves its shadow tables behind; the next replay drops them and starts
-/// over, and the live tables never changed.
+/// Rebuilds `chosen`; more than one from one read of the log (`projections::replay::replay_all`),
+/// with one progress line for all of them. Stopped by `shutdown`, a replay leaves its shadow
+/// tables behind; the next replay drops them and starts over, and the live tables of a
+/// projection not yet swapped in never changed.
 pub async fn run(
     store: &Store,
     chosen: &[Projection],
@@ -22,92 +21,31 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let options = ReplayOptions { batch_size };
-    if matches!(store, Store::Postgres(_)) && chosen.len() > 1 {
-        return run_together(store, chosen, options, shutdown).await;
-    }
-    for &projection in chosen {
-        let mut line = ProgressLine::new(std::io::stderr().is_terminal());
-        let mut show = |progress: &Progress| line.show(&render(progress));
-        let replayed = tokio::select! {
-            replayed = replay::replay(store, projection, &options, &mut show) => replayed,
-            () = shutdown.cancelled() => {
-                anyhow::bail!("replay of {} interrupted; the live tables are unchanged", projection.name())
-            }
+    let mut line = ProgressLine::new(std::io::stderr().is_terminal());
+    let mut latest: Vec<Option<Progress>> = vec![None; chosen.len()];
+    let mut show = |progress: &Progress| {
+        if let Some(slot) = chosen.iter().position(|p| *p == progress.projection) {
+            latest[slot] = Some(*progress);
+        }
+        let text = if chosen.len() == 1 {
+            render(progress)
+        } else {
+            render_all(&latest)
         };
-        line.finish();
-        let summary = replayed.with_context(|| format!("replaying {}", projection.name()))?;
+        line.show(&text);
+    };
+    let replayed = tokio::select! {
+        replayed = replay::replay_all(store, chosen, &options, &mut show) => replayed,
+        () = shutdown.cancelled() => {
+            anyhow::bail!("replay interrupted; the live tables of projections not yet swapped in are unchanged")
+        }
+    };
+    line.finish();
+    let names: Vec<&str> = chosen.iter().map(|p| p.name()).collect();
+    for summary in replayed.with_context(|| format!("replaying {}", names.join(", ")))? {
         print_summary(&summary);
     }
     Ok(())
-}
-
-/// Every projection in `chosen` replayed at once, with one progress line for all of them and
-/// the summaries in the order asked for. A failed one does not stop the others: each swaps in
-/// on its own, and the first failure is the answer.
-async fn run_together(
-    store: &Store,
-    chosen: &[Projection],
-    options: ReplayOptions,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    type Board = std::sync::Mutex<(ProgressLine, Vec<Option<Progress>>)>;
-    let board: std::sync::Arc<Board> = std::sync::Arc::new(std::sync::Mutex::new((
-        ProgressLine::new(std::io::stderr().is_terminal()),
-        vec![None; chosen.len()],
-    )));
-    let mut runs = tokio::task::JoinSet::new();
-    for (slot, &projection) in chosen.iter().enumerate() {
-        let (store, options, board) = (store.clone(), options.clone(), board.clone());
-        runs.spawn(async move {
-            let mut show = |progress: &Progress| {
-                let mut board = board
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let (line, latest) = &mut *board;
-                latest[slot] = Some(*progress);
-                let text = render_all(latest);
-                line.show(&text);
-            };
-            let replayed = replay::replay(&store, projection, &options, &mut show).await;
-            (slot, replayed)
-        });
-    }
-    let mut results: Vec<Option<Result<replay::Summary, replay::ReplayError>>> =
-        (0..chosen.len()).map(|_| None).collect();
-    loop {
-        tokio::select! {
-            joined = runs.join_next() => match joined {
-                Some(joined) => {
-                    let (slot, replayed) = joined.context("a replay task failed")?;
-                    results[slot] = Some(replayed);
-                }
-                None => break,
-            },
-            // Dropping the set stops the others where they are.
-            () = shutdown.cancelled() => {
-                anyhow::bail!("replay interrupted; the live tables of projections not yet swapped in are unchanged")
-            }
-        }
-    }
-    board
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .0
-        .finish();
-    let mut first_error = None;
-    for (projection, result) in chosen.iter().zip(results) {
-        match result {
-            Some(Ok(summary)) => print_summary(&summary),
-            Some(Err(error)) => {
-                let error =
-                    anyhow::Error::new(error).context(format!("replaying {}", projection.name()));
-                eprintln!("{error:#}");
-                first_error.get_or_insert(error);
-            }
-            None => {}
-        }
-    }
-    first_error.map_or(Ok(()), Err)
 }
 
 fn print_summary(summary: &replay::Summary) {

@@ -149,38 +149,150 @@ pub async fn replay(
     options: &ReplayOptions,
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<Summary, ReplayError> {
-    let mut replay = Replay::start(store, projection, options).await?;
-    replay.fill(progress).await?;
-    let (mut swaps, mut behind, mut waits) = (0, 0, 0);
-    loop {
-        swaps += 1;
-        match replay.swap().await {
-            Ok(Swap::Done) => break,
-            // The live projection is ahead: catch up and try again.
-            Ok(Swap::Behind) => {
-                behind += 1;
-                if behind >= MAX_SWAPS {
-                    return Err(ReplayError::KeptMoving(behind));
-                }
-            }
-            // The live tables were busy: let go of everything and try again shortly.
-            Err(ReplayError::Database(error)) if busy(&error) => {
-                waits += 1;
-                if waits >= MAX_WAITS {
-                    return Err(ReplayError::Database(error));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(error) => return Err(error),
-        }
-        replay.fill(progress).await?;
+    Replay::start(store, projection, options)
+        .await?
+        .finish(progress)
+        .await
+}
+
+/// Rebuilds `projections` reading the log once: each batch read is written to every
+/// projection's shadows (on Postgres side by side, each in its own transaction) while the next
+/// batch is read; then each catches up and swaps in as [`replay`] does. Reading the log was
+/// most of a replay (a projection that applies almost nothing replayed at about 50,000
+/// events/s), and `replay --all` read it once per projection.
+pub async fn replay_all(
+    store: &Store,
+    projections: &[Projection],
+    options: &ReplayOptions,
+    progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<Vec<Summary>, ReplayError> {
+    let mut replays = Vec::with_capacity(projections.len());
+    for &projection in projections {
+        replays.push(Replay::start(store, projection, options).await?);
     }
-    Ok(Summary {
-        projection,
-        events: replay.events,
-        elapsed: replay.started.elapsed(),
-        swaps,
-    })
+    if let Some(first) = replays.first() {
+        let filter = first.projection.filter();
+        // Projections that read other events fill on their own in `finish`.
+        let together: Vec<&mut Replay> = replays
+            .iter_mut()
+            .filter(|r| r.projection.filter() == filter)
+            .collect();
+        fill_together(
+            store,
+            together,
+            &filter,
+            options.batch_size.max(1),
+            progress,
+        )
+        .await?;
+    }
+    let mut summaries = Vec::with_capacity(replays.len());
+    for replay in replays {
+        summaries.push(replay.finish(progress).await?);
+    }
+    Ok(summaries)
+}
+
+/// Fills the empty shadows of `replays`, which read the same events, from one read of the log.
+async fn fill_together(
+    store: &Store,
+    mut replays: Vec<&mut Replay>,
+    filter: &store::LogFilter,
+    batch_size: usize,
+    progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<(), ReplayError> {
+    let Some(first) = replays.first() else {
+        return Ok(());
+    };
+    let lag = crate::lag::lag(
+        store,
+        &shadow_key(first.projection).subscription,
+        first.projection.category(),
+    )
+    .await?;
+    let keys: Vec<CheckpointKey> = replays.iter().map(|r| shadow_key(r.projection)).collect();
+    // `start` made the shadows empty and dropped their checkpoints.
+    let mut saved: Option<Checkpoint> = None;
+    let mut reports: Vec<Progress> = replays
+        .iter()
+        .map(|r| Progress {
+            projection: r.projection,
+            events: 0,
+            position: Checkpoint::START.global_position,
+            start: Checkpoint::START.global_position,
+            head: lag.head.global_position,
+            elapsed: r.started.elapsed(),
+        })
+        .collect();
+    let mut batch = store
+        .read_log(Checkpoint::START, filter, batch_size)
+        .await?;
+    loop {
+        if batch.events.is_empty() {
+            if batch.blocked {
+                // An open transaction holds committed events back: wait for it.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                batch = store.read_log(batch.next, filter, batch_size).await?;
+                continue;
+            }
+            // Caught up. Keep the scan's end, so the swap compares like with like.
+            if saved.is_none_or(|s| s < batch.next) {
+                let mut tx = store.begin().await?;
+                for key in &keys {
+                    store
+                        .save_checkpoint(&mut tx, key, saved, batch.next, None)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+            return Ok(());
+        }
+        // Read the next batch while this one is written to every projection.
+        let (next, written) = tokio::join!(
+            store.read_log(batch.next, filter, batch_size),
+            write_all(store, &replays, &keys, saved, &batch.events, batch.next)
+        );
+        written?;
+        saved = Some(batch.next);
+        let position = batch
+            .events
+            .last()
+            .map_or(reports[0].position, |e| e.checkpoint.global_position);
+        for (replay, report) in replays.iter_mut().zip(&mut reports) {
+            replay.events += batch.events.len() as u64;
+            report.events = replay.events;
+            report.position = position;
+            report.elapsed = replay.started.elapsed();
+            progress(report);
+        }
+        batch = next?;
+    }
+}
+
+/// One batch written to each replay's shadows: on Postgres side by side, on SQLite (one
+/// writer) one after the other.
+async fn write_all(
+    store: &Store,
+    replays: &[&mut Replay],
+    keys: &[CheckpointKey],
+    saved: Option<Checkpoint>,
+    events: &[RecordedEvent],
+    next: Checkpoint,
+) -> Result<(), ReplayError> {
+    if matches!(store, Store::Postgres(_)) {
+        futures_util::future::try_join_all(
+            replays
+                .iter()
+                .zip(keys)
+                .map(|(replay, key)| replay.write(key, saved, events, next)),
+        )
+        .await?;
+    } else {
+        for (replay, key) in replays.iter().zip(keys) {
+            replay.write(key, saved, events, next).await?;
+        }
+    }
+    Ok(())
 }
 
 /// What a swap did.
@@ -229,6 +341,45 @@ impl Replay {
     /// Events applied to the shadows so far.
     pub fn events(&self) -> u64 {
         self.events
+    }
+
+    /// Catches the shadows up with the log and swaps them in, catching up again while the live
+    /// projection is ahead or its tables are busy.
+    pub async fn finish(
+        mut self,
+        progress: &mut (dyn FnMut(&Progress) + Send),
+    ) -> Result<Summary, ReplayError> {
+        self.fill(progress).await?;
+        let (mut swaps, mut behind, mut waits) = (0, 0, 0);
+        loop {
+            swaps += 1;
+            match self.swap().await {
+                Ok(Swap::Done) => break,
+                // The live projection is ahead: catch up and try again.
+                Ok(Swap::Behind) => {
+                    behind += 1;
+                    if behind >= MAX_SWAPS {
+                        return Err(ReplayError::KeptMoving(behind));
+                    }
+                }
+                // The live tables were busy: let go of everything and try again shortly.
+                Err(ReplayError::Database(error)) if busy(&error) => {
+                    waits += 1;
+                    if waits >= MAX_WAITS {
+                        return Err(ReplayError::Database(error));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => return Err(error),
+            }
+            self.fill(progress).await?;
+        }
+        Ok(Summary {
+            projection: self.projection,
+            events: self.events,
+            elapsed: self.started.elapsed(),
+            swaps,
+        })
     }
 
     /// Tries to swap the shadows in, once they have every index.
