@@ -10,8 +10,8 @@ use crate::memory::MemoryCache;
 use crate::policy_cache::PolicyCache;
 use crate::redis_cache::RedisCache;
 use crate::types::{
-    Admission, BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, TokenBucket,
-    TokenOutcome,
+    Admission, BreakerPolicy, BreakerState, DedupMark, DedupOutcome, FrequencyOutcome,
+    FrequencyUse, Screen, TokenBucket, TokenOutcome,
 };
 
 #[derive(Debug, Clone)]
@@ -143,6 +143,15 @@ impl PolicyCache for Cache {
 
     async fn breaker_state(&self, account: &str, now: DateTime<Utc>) -> Result<BreakerState> {
         both!(self, c => c.breaker_state(account, now).await)
+    }
+
+    async fn screen(
+        &self,
+        dedup: Option<DedupMark<'_>>,
+        frequency: Option<FrequencyUse<'_>>,
+        now: DateTime<Utc>,
+    ) -> Result<Screen> {
+        both!(self, c => c.screen(dedup, frequency, now).await)
     }
 
     async fn admit(

@@ -27,6 +27,6 @@ pub use policy_cache::PolicyCache;
 pub use pubsub::{Notice, Subscription};
 pub use redis_cache::RedisCache;
 pub use types::{
-    Admission, BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, TokenBucket,
-    TokenOutcome,
+    Admission, BreakerPolicy, BreakerState, DedupMark, DedupOutcome, FrequencyOutcome,
+    FrequencyUse, Screen, TokenBucket, TokenOutcome,
 };

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::types::{
-    Admission, BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, TokenBucket,
-    TokenOutcome,
+    Admission, BreakerPolicy, BreakerState, DedupMark, DedupOutcome, FrequencyOutcome,
+    FrequencyUse, Screen, TokenBucket, TokenOutcome,
 };
 
 /// Shared, atomic state for dispatch policies. Every decision is made in one step on the
@@ -110,6 +110,40 @@ pub trait PolicyCache: Clone + Send + Sync + 'static {
         account: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<BreakerState>> + Send;
+
+    /// The checks of a message before any account is asked, in this order: its dedup mark
+    /// ([`dedup`](Self::dedup)), then its use of a frequency cap
+    /// ([`frequency`](Self::frequency)); a duplicate is not counted. Redis answers in one
+    /// round trip.
+    fn screen(
+        &self,
+        dedup: Option<DedupMark<'_>>,
+        frequency: Option<FrequencyUse<'_>>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Screen>> + Send {
+        async move {
+            if let Some(mark) = dedup
+                && let DedupOutcome::Duplicate { first_seen_ms } =
+                    self.dedup(mark.key, mark.owner, mark.window, now).await?
+            {
+                return Ok(Screen::Duplicate { first_seen_ms });
+            }
+            if let Some(usage) = frequency
+                && let FrequencyOutcome::Exceeded { count } = self
+                    .frequency(
+                        usage.key,
+                        usage.owner,
+                        usage.limit,
+                        usage.period_end_ms,
+                        now,
+                    )
+                    .await?
+            {
+                return Ok(Screen::Exceeded { count });
+            }
+            Ok(Screen::Pass)
+        }
+    }
 
     /// The checks before a call to `account`, in this order: its pause
     /// ([`paused_until`](Self::paused_until)), a token from `bucket` when it has a rate limit

@@ -16,8 +16,8 @@ use crate::error::{CacheError, Result};
 use crate::policy_cache::PolicyCache;
 use crate::pubsub::{self, Hub, Subscription, WeakHub};
 use crate::types::{
-    self, Admission, BreakerPolicy, BreakerState, DedupOutcome, FrequencyOutcome, MAX_MS,
-    TokenBucket, TokenOutcome,
+    self, Admission, BreakerPolicy, BreakerState, DedupMark, DedupOutcome, FrequencyOutcome,
+    FrequencyUse, MAX_MS, Screen, TokenBucket, TokenOutcome,
 };
 
 /// The cache shared by every process that connects to one Redis with one prefix.
@@ -67,6 +67,8 @@ struct Scripts {
     /// `admit.lua` after `take_token.lua` and `breaker_state.lua`, each wrapped as a function
     /// of its keys and arguments: one script, one round trip, the same steps.
     admit: Script,
+    /// `screen.lua` after `dedup.lua` and `frequency.lua`, wrapped the same way.
+    screen: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -85,6 +87,13 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         include_str!("lua/take_token.lua"),
         include_str!("lua/breaker_state.lua"),
         include_str!("lua/admit.lua"),
+    )),
+    screen: Script::new(&format!(
+        "local function dedup(KEYS, ARGV)\n{}\nend\n\
+         local function frequency(KEYS, ARGV)\n{}\nend\n{}",
+        include_str!("lua/dedup.lua"),
+        include_str!("lua/frequency.lua"),
+        include_str!("lua/screen.lua"),
     )),
 });
 
@@ -366,6 +375,43 @@ impl PolicyCache for RedisCache {
             .invoke_async(&mut self.conn.clone())
             .await?;
         breaker(reply)
+    }
+
+    async fn screen(
+        &self,
+        dedup: Option<DedupMark<'_>>,
+        frequency: Option<FrequencyUse<'_>>,
+        now: DateTime<Utc>,
+    ) -> Result<Screen> {
+        let now = now.timestamp_millis();
+        let window = dedup.map(|m| types::window_ms(m.window)).transpose()?;
+        let ttl = frequency
+            .map(|f| types::period_ms(f.period_end_ms, now))
+            .transpose()?;
+        let (answer, value): (i64, i64) = SCRIPTS
+            .screen
+            .key(dedup.map_or_else(String::new, |m| self.key("dedup", m.key)))
+            .key(frequency.map_or_else(String::new, |f| self.key("frequency", f.key)))
+            .arg(now)
+            .arg(now + window.unwrap_or(0))
+            .arg(window.unwrap_or(0))
+            .arg(dedup.map_or("", |m| m.owner))
+            .arg(frequency.map_or(0, |f| f.limit))
+            .arg(frequency.map_or(0, |f| f.period_end_ms))
+            .arg(ttl.unwrap_or(0))
+            .arg(frequency.map_or("", |f| f.owner))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        match answer {
+            0 => Ok(Screen::Pass),
+            1 => Ok(Screen::Duplicate {
+                first_seen_ms: value,
+            }),
+            2 => Ok(Screen::Exceeded {
+                count: count(value)?,
+            }),
+            other => Err(CacheError::Corrupt(format!("screen answered {other}"))),
+        }
     }
 
     async fn admit(

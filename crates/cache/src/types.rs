@@ -128,6 +128,34 @@ pub(crate) fn lock_ms(ttl: Duration) -> Result<i64> {
     duration_ms("a lock", ttl.as_millis())
 }
 
+/// A dedup mark to set (see [`crate::PolicyCache::dedup`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupMark<'a> {
+    pub key: &'a str,
+    pub owner: &'a str,
+    pub window: std::time::Duration,
+}
+
+/// A use of a frequency cap to count (see [`crate::PolicyCache::frequency`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrequencyUse<'a> {
+    pub key: &'a str,
+    pub owner: &'a str,
+    pub limit: u32,
+    pub period_end_ms: i64,
+}
+
+/// What [`crate::PolicyCache::screen`] says of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    /// Neither check stops it: its mark is set and its use counted.
+    Pass,
+    /// A duplicate of a message marked at `first_seen_ms`.
+    Duplicate { first_seen_ms: i64 },
+    /// The cap was already reached with `count` uses.
+    Exceeded { count: u32 },
+}
+
 /// A token bucket to take from: its name, how many tokens it gains a second and how many it
 /// holds (see [`crate::PolicyCache::take_token`]).
 #[derive(Debug, Clone, Copy, PartialEq)]

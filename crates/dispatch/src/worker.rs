@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use cache::{
-    Admission, BreakerPolicy, Cache, DedupOutcome, FrequencyOutcome, PolicyCache, TokenBucket,
+    Admission, BreakerPolicy, Cache, DedupMark, FrequencyUse, PolicyCache, Screen, TokenBucket,
 };
 use std::time::{Duration, Instant};
 
@@ -475,36 +475,43 @@ async fn process_loaded(
         return record_one(store, &stream, &metadata, discard, Next::Remove).await;
     }
     let limits = options.limits;
-    if !limits.dedup_window.is_zero() {
-        // The message id owns the mark, so a redelivered message is not its own duplicate.
-        let key = policy::dedup_key(&accepted);
-        let owner = accepted.message_id.to_string();
-        if let DedupOutcome::Duplicate { .. } =
-            cache.dedup(&key, &owner, limits.dedup_window, now).await?
-        {
+    // Dedup, then the frequency cap, in one round trip. The message id owns the dedup mark, so
+    // a redelivered message is not its own duplicate. The cap counts a message once (the
+    // cache keeps who it counted), before its first attempt: a message that comes back after
+    // a deferral or a rate limit is not counted again.
+    let owner = accepted.message_id.to_string();
+    let dedup_key = (!limits.dedup_window.is_zero()).then(|| policy::dedup_key(&accepted));
+    let frequency = (limits.frequency_cap > 0 && state.attempts == 0)
+        .then(|| policy::frequency_key(&accepted, options.night.zone, now));
+    let screen = cache
+        .screen(
+            dedup_key.as_deref().map(|key| DedupMark {
+                key,
+                owner: &owner,
+                window: limits.dedup_window,
+            }),
+            frequency.as_ref().map(|(key, period_end_ms)| FrequencyUse {
+                key,
+                owner: &owner,
+                limit: limits.frequency_cap,
+                period_end_ms: *period_end_ms,
+            }),
+            now,
+        )
+        .await?;
+    match screen {
+        Screen::Pass => {}
+        Screen::Duplicate { .. } => {
             let dedup = MessageCommand::DeduplicateMessage {
                 rule: DedupRule::Content,
-                key,
+                key: dedup_key.unwrap_or_default(),
                 window_secs: limits.dedup_window.as_secs(),
                 at: now,
             };
             return record_one(store, &stream, &metadata, dedup, Next::Remove).await;
         }
-    }
-    // Counted once per message (the cache keeps who it counted), before the first attempt:
-    // a message that comes back after a deferral or a rate limit is not counted again.
-    if limits.frequency_cap > 0 && state.attempts == 0 {
-        let (key, period_end) = policy::frequency_key(&accepted, options.night.zone, now);
-        if let FrequencyOutcome::Exceeded { .. } = cache
-            .frequency(
-                &key,
-                &accepted.message_id.to_string(),
-                limits.frequency_cap,
-                period_end,
-                now,
-            )
-            .await?
-        {
+        Screen::Exceeded { .. } => {
+            let (key, period_end) = frequency.unwrap_or_default();
             let capped = MessageCommand::DeduplicateMessage {
                 rule: DedupRule::Frequency,
                 key,

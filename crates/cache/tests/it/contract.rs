@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use cache::{
-    BreakerPolicy, Cache, CacheError, DedupOutcome, FrequencyOutcome, PolicyCache, TokenOutcome,
+    BreakerPolicy, Cache, CacheError, DedupMark, DedupOutcome, FrequencyOutcome, FrequencyUse,
+    PolicyCache, Screen, TokenOutcome,
 };
 
 use crate::support::{at, both_caches, concurrently, fresh_owner, ms};
@@ -23,6 +24,7 @@ both_caches!(
     a_pause_holds_until_it_ends_and_is_never_shortened,
     invalid_arguments_are_refused,
     ping_answers,
+    screen_checks_the_dedup_mark_then_the_frequency_cap,
 );
 
 const WINDOW: Duration = Duration::from_secs(300);
@@ -420,4 +422,77 @@ async fn an_owner_is_counted_once_per_period(cache: Cache) {
             .unwrap(),
         FrequencyOutcome::Allowed { count: 2 }
     );
+}
+
+async fn screen_checks_the_dedup_mark_then_the_frequency_cap(cache: Cache) {
+    let day_end = ms(3_600_000);
+    let screen = |key: &'static str, owner: &'static str, t: i64| {
+        let cache = cache.clone();
+        async move {
+            cache
+                .screen(
+                    Some(DedupMark {
+                        key,
+                        owner,
+                        window: WINDOW,
+                    }),
+                    Some(FrequencyUse {
+                        key: "r1:sms",
+                        owner,
+                        limit: 2,
+                        period_end_ms: day_end,
+                    }),
+                    at(t),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(cache.screen(None, None, at(0)).await.unwrap(), Screen::Pass);
+    assert_eq!(screen("hello", "m1", 0).await, Screen::Pass);
+    // The same owner again (a redelivered message): its mark and its count are its own.
+    assert_eq!(screen("hello", "m1", 1).await, Screen::Pass);
+    // A duplicate is not counted: the cap still has room for m3.
+    assert_eq!(
+        screen("hello", "m2", 2).await,
+        Screen::Duplicate {
+            first_seen_ms: ms(0)
+        }
+    );
+    assert_eq!(screen("bye", "m3", 3).await, Screen::Pass);
+    // The cap is reached; a message stopped by it sets its dedup mark all the same, as the two
+    // checks made one after the other do.
+    assert_eq!(
+        screen("again", "m4", 4).await,
+        Screen::Exceeded { count: 2 }
+    );
+    assert_eq!(
+        cache.dedup("again", "m5", WINDOW, at(5)).await.unwrap(),
+        DedupOutcome::Duplicate {
+            first_seen_ms: ms(4)
+        }
+    );
+    assert_eq!(
+        cache
+            .frequency("r1:sms", "m6", 2, day_end, at(6))
+            .await
+            .unwrap(),
+        FrequencyOutcome::Exceeded { count: 2 }
+    );
+    // Bad arguments are refused, as by the checks alone.
+    assert!(matches!(
+        cache
+            .screen(
+                None,
+                Some(FrequencyUse {
+                    key: "r1:sms",
+                    owner: "m7",
+                    limit: 2,
+                    period_end_ms: ms(0),
+                }),
+                at(10),
+            )
+            .await,
+        Err(CacheError::InvalidArgument(_))
+    ));
 }
