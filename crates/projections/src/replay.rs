@@ -177,14 +177,7 @@ pub async fn replay_all(
             .iter_mut()
             .filter(|r| r.projection.filter() == filter)
             .collect();
-        fill_together(
-            store,
-            together,
-            &filter,
-            options.batch_size.max(1),
-            progress,
-        )
-        .await?;
+        fill_together(store, together, progress).await?;
     }
     let mut summaries = Vec::with_capacity(replays.len());
     for replay in replays {
@@ -193,46 +186,41 @@ pub async fn replay_all(
     Ok(summaries)
 }
 
-/// Fills the empty shadows of `replays`, which read the same events, from one read of the log.
+/// Catches the shadows of `replays` up with the log from one read of it. They read the same
+/// events and stand at the same checkpoint: one replay, or replays just started.
 async fn fill_together(
     store: &Store,
     mut replays: Vec<&mut Replay>,
-    filter: &store::LogFilter,
-    batch_size: usize,
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<(), ReplayError> {
     let Some(first) = replays.first() else {
         return Ok(());
     };
-    let lag = crate::lag::lag(
-        store,
-        &shadow_key(first.projection).subscription,
-        first.projection.category(),
-    )
-    .await?;
+    let (filter, batch_size) = (first.projection.filter(), first.batch_size);
     let keys: Vec<CheckpointKey> = replays.iter().map(|r| shadow_key(r.projection)).collect();
-    // `start` made the shadows empty and dropped their checkpoints.
-    let mut saved: Option<Checkpoint> = None;
+    let mut saved = store.load_checkpoint(&keys[0]).await?;
+    let lag = crate::lag::lag(store, &keys[0].subscription, first.projection.category()).await?;
+    let start = saved.unwrap_or(Checkpoint::START).global_position;
     let mut reports: Vec<Progress> = replays
         .iter()
         .map(|r| Progress {
             projection: r.projection,
-            events: 0,
-            position: Checkpoint::START.global_position,
-            start: Checkpoint::START.global_position,
+            events: r.events,
+            position: start,
+            start,
             head: lag.head.global_position,
             elapsed: r.started.elapsed(),
         })
         .collect();
     let mut batch = store
-        .read_log(Checkpoint::START, filter, batch_size)
+        .read_log(saved.unwrap_or(Checkpoint::START), &filter, batch_size)
         .await?;
     loop {
         if batch.events.is_empty() {
             if batch.blocked {
                 // An open transaction holds committed events back: wait for it.
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                batch = store.read_log(batch.next, filter, batch_size).await?;
+                batch = store.read_log(batch.next, &filter, batch_size).await?;
                 continue;
             }
             // Caught up. Keep the scan's end, so the swap compares like with like.
@@ -249,19 +237,18 @@ async fn fill_together(
         }
         // Read the next batch while this one is written to every projection.
         let (next, written) = tokio::join!(
-            store.read_log(batch.next, filter, batch_size),
+            store.read_log(batch.next, &filter, batch_size),
             write_all(store, &replays, &keys, saved, &batch.events, batch.next)
         );
         written?;
         saved = Some(batch.next);
-        let position = batch
-            .events
-            .last()
-            .map_or(reports[0].position, |e| e.checkpoint.global_position);
         for (replay, report) in replays.iter_mut().zip(&mut reports) {
             replay.events += batch.events.len() as u64;
             report.events = replay.events;
-            report.position = position;
+            report.position = batch
+                .events
+                .last()
+                .map_or(report.position, |e| e.checkpoint.global_position);
             report.elapsed = replay.started.elapsed();
             progress(report);
         }
@@ -565,62 +552,8 @@ impl Replay {
         &mut self,
         progress: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<(), ReplayError> {
-        let key = shadow_key(self.projection);
-        let filter = self.projection.filter();
-        let mut saved = self.store.load_checkpoint(&key).await?;
-        let lag =
-            crate::lag::lag(&self.store, &key.subscription, self.projection.category()).await?;
-        let start = saved.unwrap_or(Checkpoint::START).global_position;
-        let mut report = Progress {
-            projection: self.projection,
-            events: self.events,
-            position: start,
-            start,
-            head: lag.head.global_position,
-            elapsed: self.started.elapsed(),
-        };
-        let mut batch = self
-            .store
-            .read_log(saved.unwrap_or(Checkpoint::START), &filter, self.batch_size)
-            .await?;
-        loop {
-            if batch.events.is_empty() {
-                if batch.blocked {
-                    // An open transaction holds committed events back: wait for it.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    batch = self
-                        .store
-                        .read_log(batch.next, &filter, self.batch_size)
-                        .await?;
-                    continue;
-                }
-                // Caught up. Keep the scan's end, so the swap compares like with like.
-                if saved.is_none_or(|s| s < batch.next) {
-                    let mut tx = self.store.begin().await?;
-                    self.store
-                        .save_checkpoint(&mut tx, &key, saved, batch.next, None)
-                        .await?;
-                    tx.commit().await?;
-                }
-                return Ok(());
-            }
-            // Read the next batch while this one is written.
-            let (next, written) = tokio::join!(
-                self.store.read_log(batch.next, &filter, self.batch_size),
-                self.write(&key, saved, &batch.events, batch.next)
-            );
-            written?;
-            saved = Some(batch.next);
-            self.events += batch.events.len() as u64;
-            report.events = self.events;
-            report.position = batch
-                .events
-                .last()
-                .map_or(report.position, |e| e.checkpoint.global_position);
-            report.elapsed = self.started.elapsed();
-            progress(&report);
-            batch = next?;
-        }
+        let store = self.store.clone();
+        fill_together(&store, vec![self], progress).await
     }
 
     async fn write(
