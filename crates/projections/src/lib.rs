@@ -13,6 +13,7 @@
 //! [`Projection`] lists them all, for the server that runs them and for `herald replay`, which
 //! rebuilds one into shadow copies of its tables ([`Target::Shadow`]) and swaps them in.
 
+mod by_message;
 pub mod inbox;
 pub mod lag;
 pub mod reconciliation;

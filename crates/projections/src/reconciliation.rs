@@ -232,25 +232,7 @@ impl Reconciliation {
             Option<i64>,
             Option<String>,
         );
-        let rows: Vec<Tuple> = match tx.conn() {
-            TxConn::Postgres(conn) => {
-                sqlx::query_as(&format!(
-                    "SELECT {COLUMNS} FROM {table} WHERE message_id = ANY($1)"
-                ))
-                .bind(ids)
-                .fetch_all(conn)
-                .await?
-            }
-            TxConn::Sqlite(conn) => {
-                sqlx::query_as(&format!(
-                    "SELECT {COLUMNS} FROM {table} \
-                     WHERE message_id IN (SELECT value FROM json_each($1))"
-                ))
-                .bind(serde_json::to_string(ids)?)
-                .fetch_all(conn)
-                .await?
-            }
-        };
+        let rows: Vec<Tuple> = crate::by_message::select(tx, COLUMNS, table, ids).await?;
         Ok(rows
             .into_iter()
             .map(
@@ -282,23 +264,7 @@ impl Reconciliation {
         if ids.is_empty() {
             return Ok(());
         }
-        let table = &self.messages;
-        match tx.conn() {
-            TxConn::Postgres(conn) => {
-                sqlx::query(&format!("DELETE FROM {table} WHERE message_id = ANY($1)"))
-                    .bind(ids)
-                    .execute(conn)
-                    .await?;
-            }
-            TxConn::Sqlite(conn) => {
-                sqlx::query(&format!(
-                    "DELETE FROM {table} WHERE message_id IN (SELECT value FROM json_each($1))"
-                ))
-                .bind(serde_json::to_string(ids)?)
-                .execute(conn)
-                .await?;
-            }
-        }
+        crate::by_message::delete(tx, &self.messages, ids).await?;
         Ok(())
     }
 

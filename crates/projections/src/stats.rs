@@ -273,25 +273,7 @@ impl Stats {
             Option<String>,
             Option<String>,
         );
-        let rows: Vec<Row> = match tx.conn() {
-            TxConn::Postgres(conn) => {
-                sqlx::query_as(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM {messages} WHERE message_id = ANY($1)"
-                ))
-                .bind(ids)
-                .fetch_all(conn)
-                .await?
-            }
-            TxConn::Sqlite(conn) => {
-                sqlx::query_as(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM {messages} \
-                     WHERE message_id IN (SELECT value FROM json_each($1))"
-                ))
-                .bind(serde_json::to_string(ids)?)
-                .fetch_all(conn)
-                .await?
-            }
-        };
+        let rows: Vec<Row> = crate::by_message::select(tx, MESSAGE_COLUMNS, messages, ids).await?;
         Ok(rows
             .into_iter()
             .map(
