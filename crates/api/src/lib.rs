@@ -49,6 +49,8 @@ pub struct ApiState {
     /// Signs the receiver tokens of `/inbox/stream`.
     pub inbox_tokens: commands::inbox::InboxTokens,
     pub send_limits: SendLimits,
+    /// Templates sends read lately, checked at each write (see [`commands::send::TemplateCache`]).
+    pub templates: commands::send::TemplateCache,
     pub accounts: AccountsAdmin,
 }
 

@@ -179,6 +179,7 @@ async fn run_send(
         store: &state.store,
         links: &state.links,
         limits: &state.send_limits,
+        templates: &state.templates,
         trace_id: ctx
             .data_opt::<crate::TraceId>()
             .map(|t| t.trace_id.as_str()),

@@ -2,17 +2,18 @@
 //! links → validate receivers → append one `MessageAccepted` per receiver and the request's
 //! `SendAccepted`, all in one commit. A request id makes the whole request idempotent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use domain::{
     EventMetadata, MessageCommand, MessageId, MessageState, Receiver, RequestId, SendAccepted,
-    SendEvent, SentMessage, TemplateContent, TemplateId, TemplateInfo, TemplateVersion, TenantId,
-    send_stream_name,
+    SendEvent, SentMessage, TemplateContent, TemplateId, TemplateInfo, TemplateState,
+    TemplateVersion, TenantId, send_stream_name,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use store::queue::QueueRow;
+use store::queue::{QueueRow, Unchanged};
 use store::{EventStore, ExpectedVersion, Store, StoreError, StreamAppend};
 
 use crate::error::{Code, CommandError};
@@ -73,6 +74,8 @@ pub struct SendContext<'a> {
     pub trace_id: Option<&'a str>,
     /// The request's span in that trace, which dispatch continues under.
     pub span_id: Option<&'a str>,
+    /// Templates this process sent with lately.
+    pub templates: &'a TemplateCache,
 }
 
 pub async fn send(
@@ -94,29 +97,6 @@ pub async fn send(
     check_sizes(cx.limits, &request, now)?;
     let fingerprint = fingerprint(&request);
     let send_stream = send_stream_name(tenant, &request_id);
-    // A request id seen before is found when its send stream clashes at the append, so a new
-    // request costs no read of it. Only a template that cannot send now makes the check first:
-    // a retry of a request accepted before the template was switched off gets its answer.
-    let loaded = crate::templates::load(cx.store, tenant, request.template_id)
-        .await
-        .and_then(|(template, _)| match template.sendable() {
-            Ok(_) => Ok(template),
-            Err(error) => Err(CommandError::from(error)),
-        });
-    let template = match loaded {
-        Ok(template) => template,
-        Err(error) => {
-            return match replay(cx.store, &send_stream, &fingerprint).await? {
-                Some(outcome) => Ok(outcome),
-                None => Err(error),
-            };
-        }
-    };
-    let version = template.sendable()?;
-    let info = template
-        .info
-        .as_ref()
-        .ok_or_else(|| CommandError::internal("a sendable template has info"))?;
     let mut metadata = EventMetadata::new(tenant.clone())
         .with_correlation_id(request_id.as_str())
         .with_actor(actor);
@@ -126,7 +106,117 @@ pub async fn send(
     if let Some(span_id) = cx.span_id {
         metadata = metadata.with_span_id(span_id);
     }
+    let template_stream = request.template_id.stream_name();
+    // A template this process sent with is not read again: the write checks that its stream
+    // has not moved since, and when it has, the template is read afresh and the send decided
+    // again. So a request costs one round trip for its write, and never uses a stale template.
+    let mut cached = cx.templates.get(tenant, request.template_id);
+    for _ in 0..TEMPLATE_ATTEMPTS {
+        let template = match cached.take() {
+            Some(template) => template,
+            None => {
+                // A request id seen before is found when its send stream clashes at the write,
+                // so a new request costs no read of it. Only a template that cannot send now
+                // makes the check first: a retry of a request accepted before the template
+                // was switched off gets its answer.
+                let loaded = crate::templates::load(cx.store, tenant, request.template_id)
+                    .await
+                    .and_then(|(template, version)| match template.sendable() {
+                        Ok(_) => Ok((template, version)),
+                        Err(error) => Err(CommandError::from(error)),
+                    });
+                match loaded {
+                    Ok(loaded) => cx.templates.put(request.template_id, loaded),
+                    Err(error) => {
+                        return match replay(cx.store, &send_stream, &fingerprint).await? {
+                            Some(outcome) => Ok(outcome),
+                            None => Err(error),
+                        };
+                    }
+                }
+            }
+        };
+        let (state, template_version) = template.as_ref();
+        let prepared = prepare(
+            cx,
+            tenant,
+            &request,
+            &request_id,
+            state,
+            &metadata,
+            &send_stream,
+            &fingerprint,
+            now,
+        )?;
+        let unchanged = Unchanged {
+            stream_id: &template_stream,
+            version: *template_version,
+        };
+        match store::queue::create_and_enqueue(
+            cx.store,
+            &prepared.appends,
+            &prepared.rows,
+            Some(unchanged),
+        )
+        .await
+        {
+            Ok(true) => {
+                return Ok(SendOutcome {
+                    request_id,
+                    messages: prepared.sent,
+                    replayed: false,
+                });
+            }
+            // The template changed since it was read: read it again and decide again.
+            Ok(false) => cx.templates.forget(request.template_id),
+            // Another call with the same request id won the race: answer what it answered.
+            // Its commit may show as a stale version or as a clash on the request's stream.
+            Err(StoreError::WrongExpectedVersion { .. } | StoreError::ConcurrentAppend) => {
+                return replay(cx.store, &send_stream, &fingerprint)
+                    .await?
+                    .ok_or_else(|| {
+                        CommandError::internal("a send stream that exists could not be read")
+                    });
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(CommandError::new(
+        Code::Conflict,
+        "TEMPLATE_CHANGING",
+        "the template changed during every attempt to send with it; try again",
+    ))
+}
 
+/// Reads of a template a send makes, at most, when it keeps changing under the send.
+const TEMPLATE_ATTEMPTS: usize = 3;
+
+/// A request's events and queue rows, ready to write.
+struct Prepared {
+    appends: Vec<StreamAppend>,
+    sent: Vec<SentMessage>,
+    rows: Vec<QueueRow>,
+}
+
+/// Renders every item of `request` with `template`'s approved version and makes each
+/// receiver's message, the request's `SendAccepted`, and the messages' queue rows.
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    cx: &SendContext<'_>,
+    tenant: &TenantId,
+    request: &SendRequest,
+    request_id: &RequestId,
+    template: &TemplateState,
+    metadata: &EventMetadata,
+    send_stream: &str,
+    fingerprint: &str,
+    now: DateTime<Utc>,
+) -> Result<Prepared, CommandError> {
+    let version = template.sendable()?;
+    let info = template
+        .info
+        .as_ref()
+        .ok_or_else(|| CommandError::internal("a sendable template has info"))?;
     let mut appends = Vec::new();
     let mut sent = Vec::new();
     for (item_index, item) in request.items.iter().enumerate() {
@@ -146,13 +236,13 @@ pub async fn send(
             let message = Accept {
                 links: cx.links,
                 tenant,
-                request_id: &request_id,
+                request_id,
                 template_id: request.template_id,
                 info,
                 version,
                 send_at: request.send_at,
                 now,
-                metadata: &metadata,
+                metadata,
             };
             let (append, sent_message) = message.one(receiver, &rendered)?;
             appends.push(append);
@@ -163,20 +253,19 @@ pub async fn send(
         request_id: request_id.clone(),
         template_id: request.template_id,
         template_version: version.version,
-        fingerprint: fingerprint.clone(),
+        fingerprint: fingerprint.to_owned(),
         messages: sent.clone(),
         send_at: request.send_at,
         at: now,
     });
     appends.push(StreamAppend {
-        stream_id: send_stream.clone(),
+        stream_id: send_stream.to_owned(),
         expected: ExpectedVersion::NoStream,
-        events: vec![events::encode(&accepted, &metadata)],
+        events: vec![events::encode(&accepted, metadata)],
     });
-
     // The messages join their lanes' dispatch queue in the same commit, so dispatch sees them
     // at once and no shared feed stands before the lanes.
-    let rows: Vec<QueueRow> = sent
+    let rows = sent
         .iter()
         .map(|m| QueueRow {
             message_id: m.message_id.to_string(),
@@ -185,30 +274,53 @@ pub async fn send(
             due_at: request.send_at.map_or(now, |at| at.max(now)),
         })
         .collect();
-    let mut tx = cx.store.begin().await?;
-    match cx.store.append_in(&mut tx, &appends).await {
-        Ok(_) => {}
-        // Another call with the same request id won the race: answer what it answered. Its
-        // commit may show as a stale version or as a clash on the request's stream.
-        Err(StoreError::WrongExpectedVersion { .. } | StoreError::ConcurrentAppend) => {
-            tx.rollback().await?;
-            return replay(cx.store, &send_stream, &fingerprint)
-                .await?
-                .ok_or_else(|| {
-                    CommandError::internal("a send stream that exists could not be read")
-                });
-        }
-        Err(error) => return Err(error.into()),
-    }
-    store::queue::enqueue(&mut tx, &rows)
-        .await
-        .map_err(CommandError::internal)?;
-    tx.commit().await?;
-    Ok(SendOutcome {
-        request_id,
-        messages: sent,
-        replayed: false,
+    Ok(Prepared {
+        appends,
+        sent,
+        rows,
     })
+}
+
+/// Approved templates this process sent with, each with the version of its stream it was read
+/// at. A send takes one from here without a read; its write is made only while the template's
+/// stream is still at that version ([`store::queue::Unchanged`]), so an entry another process
+/// made stale is found out at the write, and read again.
+#[derive(Default)]
+pub struct TemplateCache {
+    entries: std::sync::Mutex<HashMap<TemplateId, Arc<(TemplateState, u64)>>>,
+}
+
+impl TemplateCache {
+    /// Templates kept at most; past it the cache starts over.
+    const CAPACITY: usize = 10_000;
+
+    /// `tenant`'s template `id`, if this process read it; another tenant's is not there.
+    fn get(&self, tenant: &TenantId, id: TemplateId) -> Option<Arc<(TemplateState, u64)>> {
+        let entries = self.lock();
+        let entry = entries.get(&id)?;
+        let (state, _) = entry.as_ref();
+        (state.info.as_ref()?.tenant == *tenant).then(|| Arc::clone(entry))
+    }
+
+    fn put(&self, id: TemplateId, loaded: (TemplateState, u64)) -> Arc<(TemplateState, u64)> {
+        let loaded = Arc::new(loaded);
+        let mut entries = self.lock();
+        if entries.len() >= Self::CAPACITY {
+            entries.clear();
+        }
+        entries.insert(id, Arc::clone(&loaded));
+        loaded
+    }
+
+    fn forget(&self, id: TemplateId) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TemplateId, Arc<(TemplateState, u64)>>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 fn check_sizes(

@@ -94,6 +94,7 @@ impl AppState {
                     max_items: api_config.max_items,
                     ..SendLimits::default()
                 },
+                templates: commands::send::TemplateCache::default(),
                 accounts: api::AccountsAdmin {
                     keyring: runtime.keyring.clone(),
                     catalog: Arc::new(crate::runtime::Catalog {

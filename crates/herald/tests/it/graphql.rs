@@ -544,6 +544,8 @@ async fn an_edited_template_keeps_sending_its_approved_version_until_the_new_one
         app.gql(Some(&keys.reviewer), APPROVE, json!({ "id": id, "v": 2 }))
             .await,
     );
+    // The server read the template at the first send and kept it; the approval moved the
+    // template's stream since, so this send's write finds its copy stale and reads it again.
     let after = ok_answer(app.gql(Some(&keys.sender), SEND, send_one("v2")).await);
     let data = app.store.read_stream(&first(&after), 1, 1).await.unwrap()[0]
         .data_json()

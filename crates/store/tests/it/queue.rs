@@ -5,14 +5,15 @@ use std::collections::HashSet;
 
 use chrono::{Duration, Utc};
 use store::queue::{self, Move, QueueRow};
-use store::{EventStore, Store};
+use store::{EventStore, ExpectedVersion, Store, StoreError, StreamAppend};
 
-use crate::support::both_backends;
+use crate::support::{both_backends, events};
 
 both_backends!(
     claims_respect_lanes_due_times_and_leases,
     concurrent_claims_never_share_an_item,
-    many_rows_move_in_one_call
+    many_rows_move_in_one_call,
+    streams_and_rows_are_written_together_while_the_guard_holds
 );
 
 async fn enqueue(store: &Store, lane: &str, due: chrono::DateTime<Utc>, n: usize) -> Vec<String> {
@@ -183,4 +184,96 @@ async fn many_rows_move_in_one_call(store: Store) {
     assert_eq!(due_later, HashSet::from([ids[2].clone(), ids[3].clone()]));
     assert_eq!(queue::depth(&store, "WEBHOOK.NOTICE").await.unwrap(), 4);
     assert_eq!(queue::depth(&store, "RECEIPTS").await.unwrap(), 1);
+}
+
+/// A send's write: its new streams and its queue rows in one commit, made only while the
+/// template it read is unchanged.
+async fn streams_and_rows_are_written_together_while_the_guard_holds(store: Store) {
+    let now = Utc::now();
+    store
+        .append(&[StreamAppend {
+            stream_id: "template-1".into(),
+            expected: ExpectedVersion::NoStream,
+            events: events(2),
+        }])
+        .await
+        .unwrap();
+    let create = |stream: &str| StreamAppend {
+        stream_id: stream.into(),
+        expected: ExpectedVersion::NoStream,
+        events: events(1),
+    };
+    let row = |id: &str| QueueRow {
+        message_id: id.into(),
+        tenant_id: "acme".into(),
+        lane: "SMS.AUTH_CODE".into(),
+        due_at: now,
+    };
+    let at = |version| {
+        Some(queue::Unchanged {
+            stream_id: "template-1",
+            version,
+        })
+    };
+    let claim = || queue::claim(&store, "SMS.AUTH_CODE", "a", now, 30_000, 10);
+
+    // The guard holds: both streams and the row are there.
+    let written = queue::create_and_enqueue(
+        &store,
+        &[create("message-a"), create("send-a")],
+        &[row("a")],
+        at(2),
+    )
+    .await
+    .unwrap();
+    assert!(written);
+    assert_eq!(store.stream_version("message-a").await.unwrap(), Some(1));
+    assert_eq!(store.stream_version("send-a").await.unwrap(), Some(1));
+    let claimed = claim().await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message_id, "a");
+
+    // The template moved on: nothing is written.
+    let written = queue::create_and_enqueue(&store, &[create("message-b")], &[row("b")], at(1))
+        .await
+        .unwrap();
+    assert!(!written);
+    assert_eq!(store.stream_version("message-b").await.unwrap(), None);
+    assert!(claim().await.unwrap().is_empty());
+
+    // A stream that exists fails it all, the row with it.
+    let clash = queue::create_and_enqueue(
+        &store,
+        &[create("message-c"), create("send-a")],
+        &[row("c")],
+        at(2),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            clash,
+            StoreError::ConcurrentAppend | StoreError::WrongExpectedVersion { .. }
+        ),
+        "{clash:?}"
+    );
+    assert_eq!(store.stream_version("message-c").await.unwrap(), None);
+    assert!(claim().await.unwrap().is_empty());
+
+    // Without a guard it is written; only new streams are taken.
+    assert!(
+        queue::create_and_enqueue(&store, &[create("message-d")], &[row("d")], None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(claim().await.unwrap().len(), 1);
+    let append = StreamAppend {
+        stream_id: "message-d".into(),
+        expected: ExpectedVersion::Exact(1),
+        events: events(1),
+    };
+    assert!(matches!(
+        queue::create_and_enqueue(&store, &[append], &[], None).await,
+        Err(StoreError::InvalidAppend(_))
+    ));
 }
