@@ -7,6 +7,10 @@
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local success = ARGV[2] == '1'
+local width = tonumber(ARGV[3])
+local bucket = math.floor(now / width)
+local slot = bucket % 10
+local si, so, sf = 'i' .. slot, 'o' .. slot, 'f' .. slot
 
 local function open()
   redis.call('DEL', key)
@@ -16,14 +20,9 @@ local function open()
   return {1, tonumber(ARGV[6])}
 end
 
--- One read of everything: the state, then the window's width and its ten slots.
-local fields = {'state', 'until', 'w'}
-for n = 0, 9 do
-  fields[#fields + 1] = 'i' .. n
-  fields[#fields + 1] = 'o' .. n
-  fields[#fields + 1] = 'f' .. n
-end
-local v = redis.call('HMGET', key, unpack(fields))
+-- The state, the window's width and this call's slot. The other slots are read only when a
+-- failure may open the breaker: reading all of them on every call took most of its time.
+local v = redis.call('HMGET', key, 'state', 'until', 'w', si, so, sf)
 if v[1] == 'open' and now < tonumber(v[2]) then
   -- A call made before the breaker opened: its result changes nothing.
   return {1, tonumber(v[2])}
@@ -36,38 +35,37 @@ if v[1] == 'open' or v[1] == 'half' then
   return open()
 end
 
--- Closed: count the call in its bucket, then sum the buckets still in the window.
-local width = tonumber(ARGV[3])
+-- Closed: count the call in its bucket.
 if tonumber(v[3]) ~= width then
   redis.call('DEL', key)
   redis.call('HSET', key, 'w', ARGV[3])
   v = {}
 end
-local bucket = math.floor(now / width)
-local slot = bucket % 10
--- Slot n's fields are at 4 + 3n (bucket index), 5 + 3n (successes), 6 + 3n (failures).
-local at = 4 + 3 * slot
-local stored, ok, bad = tonumber(v[at]), tonumber(v[at + 1]) or 0, tonumber(v[at + 2]) or 0
+local stored, ok, bad = tonumber(v[4]), tonumber(v[5]) or 0, tonumber(v[6]) or 0
 -- A slot holding a later bucket (a worker whose clock is behind) is counted into as it is.
 if stored == nil or stored < bucket then
   stored, ok, bad = bucket, 0, 0
 end
 if success then ok = ok + 1 else bad = bad + 1 end
-redis.call('HSET', key, 'i' .. slot, string.format('%d', stored), 'o' .. slot,
-  string.format('%d', ok), 'f' .. slot, string.format('%d', bad))
-local calls, failed = 0, 0
-for n = 0, 9 do
-  local i, o, f = tonumber(v[4 + 3 * n]), tonumber(v[5 + 3 * n]), tonumber(v[6 + 3 * n])
-  if n == slot then
-    i, o, f = stored, ok, bad
+redis.call('HSET', key, si, string.format('%d', stored), so, string.format('%d', ok), sf,
+  string.format('%d', bad))
+if not success then
+  -- Sum the buckets still in the window, this one as just written. The names are written out:
+  -- building them in a loop cost more than the rest of the script.
+  local w = redis.call('HMGET', key, 'i0', 'o0', 'f0', 'i1', 'o1', 'f1', 'i2', 'o2', 'f2',
+    'i3', 'o3', 'f3', 'i4', 'o4', 'f4', 'i5', 'o5', 'f5', 'i6', 'o6', 'f6', 'i7', 'o7', 'f7',
+    'i8', 'o8', 'f8', 'i9', 'o9', 'f9')
+  local calls, failed = 0, 0
+  for n = 0, 9 do
+    local i, o, f = tonumber(w[1 + 3 * n]), tonumber(w[2 + 3 * n]), tonumber(w[3 + 3 * n])
+    if i and i > bucket - 10 then
+      calls = calls + o + f
+      failed = failed + f
+    end
   end
-  if i and i > bucket - 10 then
-    calls = calls + o + f
-    failed = failed + f
+  if calls >= tonumber(ARGV[4]) and failed / calls >= tonumber(ARGV[5]) then
+    return open()
   end
-end
-if not success and calls >= tonumber(ARGV[4]) and failed / calls >= tonumber(ARGV[5]) then
-  return open()
 end
 redis.call('PEXPIRE', key, ARGV[11])
 return {0, 0}
