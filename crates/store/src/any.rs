@@ -93,7 +93,7 @@ pub fn redact(url: &str) -> String {
 }
 
 /// The span of one append, a step of the trace of what it records.
-fn append_span(appends: &[StreamAppend]) -> tracing::Span {
+pub(crate) fn append_span(appends: &[StreamAppend]) -> tracing::Span {
     tracing::info_span!(
         "append",
         streams = appends.len(),

@@ -6,6 +6,7 @@
 //! removed or rescheduled in the transaction that records the outcome.
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument as _;
 
 use crate::{EventStore, ExpectedVersion, Store, StoreError, StoreTx, StreamAppend, on_tx};
 
@@ -86,30 +87,39 @@ pub async fn create_and_enqueue(
             "create_and_enqueue only creates streams".into(),
         ));
     }
-    match store {
-        Store::Postgres(s) => s.create_and_enqueue(appends, rows, unchanged).await,
-        Store::Sqlite(_) => {
-            let mut tx = store.begin().await?;
-            store.append_in(&mut tx, appends).await?;
-            if let Some(unchanged) = unchanged {
-                let version: Option<i64> = on_tx!(tx, |conn| {
-                    sqlx::query_scalar(
-                        "SELECT max(stream_position) FROM events WHERE stream_id = $1",
-                    )
-                    .bind(unchanged.stream_id)
-                    .fetch_one(conn)
-                    .await
-                })?;
-                if version.unwrap_or(0) != i64::try_from(unchanged.version).unwrap_or(i64::MAX) {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-            }
-            enqueue(&mut tx, rows).await?;
-            tx.commit().await?;
-            Ok(true)
+    let write = async {
+        match store {
+            Store::Postgres(s) => s.create_and_enqueue(appends, rows, unchanged).await,
+            Store::Sqlite(_) => sqlite_create_and_enqueue(store, appends, rows, unchanged).await,
+        }
+    };
+    write.instrument(crate::any::append_span(appends)).await
+}
+
+/// [`create_and_enqueue`] on SQLite: a transaction, which costs no round trips in-process.
+async fn sqlite_create_and_enqueue(
+    store: &Store,
+    appends: &[StreamAppend],
+    rows: &[QueueRow],
+    unchanged: Option<Unchanged<'_>>,
+) -> crate::Result<bool> {
+    let mut tx = store.begin().await?;
+    store.append_in(&mut tx, appends).await?;
+    if let Some(unchanged) = unchanged {
+        let version: Option<i64> = on_tx!(tx, |conn| {
+            sqlx::query_scalar("SELECT max(stream_position) FROM events WHERE stream_id = $1")
+                .bind(unchanged.stream_id)
+                .fetch_one(conn)
+                .await
+        })?;
+        if version.unwrap_or(0) != i64::try_from(unchanged.version).unwrap_or(i64::MAX) {
+            tx.rollback().await?;
+            return Ok(false);
         }
     }
+    enqueue(&mut tx, rows).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Claims up to `limit` due messages of `lane` for `lease_ms`.
