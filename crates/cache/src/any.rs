@@ -141,6 +141,16 @@ impl PolicyCache for Cache {
         both!(self, c => c.record_result(account, success, now, policy).await)
     }
 
+    async fn record_successes(
+        &self,
+        account: &str,
+        n: u32,
+        now: DateTime<Utc>,
+        policy: BreakerPolicy,
+    ) -> Result<BreakerState> {
+        both!(self, c => c.record_successes(account, n, now, policy).await)
+    }
+
     async fn breaker_state(&self, account: &str, now: DateTime<Utc>) -> Result<BreakerState> {
         both!(self, c => c.breaker_state(account, now).await)
     }

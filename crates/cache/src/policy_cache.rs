@@ -97,6 +97,25 @@ pub trait PolicyCache: Clone + Send + Sync + 'static {
         policy: BreakerPolicy,
     ) -> impl Future<Output = Result<BreakerState>> + Send;
 
+    /// Records `n` successful calls to an account at `now`, as `n` calls of
+    /// [`record_result`](Self::record_result) with a success would: for a worker that gathers
+    /// its successes and reports them together. Redis counts them in one round trip.
+    fn record_successes(
+        &self,
+        account: &str,
+        n: u32,
+        now: DateTime<Utc>,
+        policy: BreakerPolicy,
+    ) -> impl Future<Output = Result<BreakerState>> + Send {
+        async move {
+            let mut state = BreakerState::Closed;
+            for _ in 0..n {
+                state = self.record_result(account, true, now, policy).await?;
+            }
+            Ok(state)
+        }
+    }
+
     /// Asks whether a call may go to the account now. Ask right before each call.
     ///
     /// [`Closed`](BreakerState::Closed): go ahead. [`Open`](BreakerState::Open): not before

@@ -217,6 +217,39 @@ fn count(n: i64) -> Result<u32> {
     u32::try_from(n).map_err(|_| CacheError::Corrupt(format!("frequency count {n}")))
 }
 
+impl RedisCache {
+    /// `calls` calls' result on `account`'s breaker (`record_result.lua`).
+    async fn record(
+        &self,
+        account: &str,
+        success: bool,
+        calls: u32,
+        now: DateTime<Utc>,
+        policy: BreakerPolicy,
+    ) -> Result<BreakerState> {
+        let plan = policy.plan()?;
+        let now = now.timestamp_millis();
+        let reply: (i64, i64) = SCRIPTS
+            .record_result
+            .key(self.key("breaker", account))
+            .arg(now)
+            .arg(if success { 1 } else { 0 })
+            .arg(plan.bucket_ms)
+            .arg(plan.min_calls)
+            .arg(plan.failure_ratio.to_string())
+            .arg(now + plan.open_ms)
+            .arg(plan.probes)
+            .arg(plan.open_ms)
+            .arg(plan.keep_ms)
+            .arg(plan.open_ms + plan.keep_ms)
+            .arg(plan.span_ms)
+            .arg(calls)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        breaker(reply)
+    }
+}
+
 impl PolicyCache for RedisCache {
     async fn dedup(
         &self,
@@ -346,25 +379,20 @@ impl PolicyCache for RedisCache {
         now: DateTime<Utc>,
         policy: BreakerPolicy,
     ) -> Result<BreakerState> {
-        let plan = policy.plan()?;
-        let now = now.timestamp_millis();
-        let reply: (i64, i64) = SCRIPTS
-            .record_result
-            .key(self.key("breaker", account))
-            .arg(now)
-            .arg(if success { 1 } else { 0 })
-            .arg(plan.bucket_ms)
-            .arg(plan.min_calls)
-            .arg(plan.failure_ratio.to_string())
-            .arg(now + plan.open_ms)
-            .arg(plan.probes)
-            .arg(plan.open_ms)
-            .arg(plan.keep_ms)
-            .arg(plan.open_ms + plan.keep_ms)
-            .arg(plan.span_ms)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        breaker(reply)
+        self.record(account, success, 1, now, policy).await
+    }
+
+    async fn record_successes(
+        &self,
+        account: &str,
+        n: u32,
+        now: DateTime<Utc>,
+        policy: BreakerPolicy,
+    ) -> Result<BreakerState> {
+        if n == 0 {
+            return self.breaker_state(account, now).await;
+        }
+        self.record(account, true, n, now, policy).await
     }
 
     async fn breaker_state(&self, account: &str, now: DateTime<Utc>) -> Result<BreakerState> {

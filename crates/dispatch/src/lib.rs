@@ -42,6 +42,7 @@ pub mod policy;
 pub mod recall;
 pub mod receipts;
 pub mod sensitive;
+mod successes;
 pub mod supplier;
 pub mod tencent;
 pub mod tokens;

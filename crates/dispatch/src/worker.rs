@@ -30,6 +30,7 @@ use crate::accounts::{Account, Accounts, LiveAccounts};
 use crate::commit::{Committer, Outcome};
 use crate::policy::{self, Limits, NightAction, NightWindow};
 use crate::sensitive::{SensitiveAction, SensitiveWords};
+use crate::successes::Successes;
 use crate::supplier::{Outbound, SendError};
 use store::queue::{self, Claimed};
 
@@ -133,11 +134,19 @@ pub async fn run_lane(
     shutdown: CancellationToken,
 ) {
     let (committer, writer) = Committer::start(store.clone());
+    let successes = Arc::new(Successes::default());
+    let stop_reporting = CancellationToken::new();
+    let reporter = tokio::spawn(crate::successes::report_until(
+        Arc::clone(&successes),
+        cache.clone(),
+        stop_reporting.clone(),
+    ));
     let context = Arc::new(Shared {
         store,
         accounts,
         cache,
         committer,
+        successes,
     });
     // A rolling window: as soon as one message has its outcome, the next is claimed, so one
     // slow supplier call does not hold back the rest of a batch.
@@ -219,9 +228,11 @@ pub async fn run_lane(
     // A claimed message is finished even during shutdown: its supplier call may be under way,
     // and its outcome must be recorded. The lease covers a crash.
     while in_flight.join_next().await.is_some() {}
-    // The writer stops once it has written what it was given.
+    // The writer stops once it has written what it was given; the reporter reports the
+    // successes it was given.
     drop(context);
-    let _ = writer.await;
+    stop_reporting.cancel();
+    let _ = tokio::join!(writer, reporter);
 }
 
 /// What every message task of a lane shares.
@@ -230,6 +241,7 @@ struct Shared {
     accounts: LiveAccounts,
     cache: Cache,
     committer: Committer,
+    successes: Arc<Successes>,
 }
 
 fn current_poll(options: &watch::Receiver<WorkerOptions>) -> Duration {
@@ -349,13 +361,7 @@ async fn process(
         version,
         trace_id,
     };
-    let Shared {
-        store,
-        cache,
-        committer,
-        ..
-    } = shared;
-    process_loaded(store, accounts, cache, committer, options, loaded)
+    process_loaded(shared, accounts, options, loaded)
         .instrument(span)
         .await
 }
@@ -370,13 +376,18 @@ struct Loaded {
 }
 
 async fn process_loaded(
-    store: &Store,
+    shared: &Shared,
     accounts: &Accounts,
-    cache: &Cache,
-    committer: &Committer,
     options: &WorkerOptions,
     loaded: Loaded,
 ) -> Result<(), ProcessError> {
+    let Shared {
+        store,
+        cache,
+        committer,
+        successes,
+        ..
+    } = shared;
     let retry = options.retry;
     let Loaded {
         stream,
@@ -523,8 +534,8 @@ async fn process_loaded(
         }
     }
     let used_up = |id: &str| used_up(&state, retry, id);
-    let account = match choose(accounts, cache, &accepted, used_up, now).await? {
-        Choice::Send(account) => account,
+    let (account, probe) = match choose(accounts, cache, &accepted, used_up, now).await? {
+        Choice::Send { account, probe } => (account, probe),
         Choice::NoAccount => {
             // No account serves this channel any more: leave it queued for when one does.
             return finish(
@@ -630,7 +641,10 @@ async fn process_loaded(
         result,
         Err(SendError::Retryable { .. } | SendError::Unavailable { .. })
     );
-    if let Err(error) = cache
+    if available && !probe {
+        // Only adds to the window: reported with the lane's other successes.
+        successes.add(&account_id, options.breaker);
+    } else if let Err(error) = cache
         .record_result(&account_id, available, at, options.breaker)
         .await
     {
@@ -818,7 +832,8 @@ fn used_up(state: &MessageState, retry: RetryPolicy, account: &str) -> bool {
 
 /// Which account a message goes through now.
 enum Choice<'a> {
-    Send(&'a Account),
+    /// Call `account`; `probe`: its breaker is half open and this call is one of its probes.
+    Send { account: &'a Account, probe: bool },
     /// Every account left must wait until `until`: `account` is paused or out of tokens, or
     /// (`breaker`) has its circuit breaker open.
     Wait {
@@ -885,7 +900,12 @@ async fn choose<'a>(
                 burst,
             });
         match cache.admit(&candidate.id, bucket, now).await? {
-            Admission::Go { .. } => return Ok(Choice::Send(candidate)),
+            Admission::Go { probe } => {
+                return Ok(Choice::Send {
+                    account: candidate,
+                    probe,
+                });
+            }
             Admission::Paused { until_ms } => consider(from_ms(until_ms), &candidate.id, false),
             Admission::NoToken { retry_after_ms } => {
                 let wait_ms = i64::try_from(retry_after_ms).unwrap_or(i64::MAX / 2);

@@ -3,10 +3,12 @@
 -- `probes`, `open_ms`, `keep`, `issued`, `probe_at`; when closed, the rolling window as ten
 -- slots `i<n>` (bucket index), `o<n>` (successes), `f<n>` (failures) and `w` (bucket_ms).
 -- ARGV now_ms, success (1 or 0), bucket_ms, min_calls, failure_ratio, open_until_ms,
--- probes, open_ms, keep_ms, open_ttl_ms, span_ms. Mirrors memory.rs.
+-- probes, open_ms, keep_ms, open_ttl_ms, span_ms, calls (that many calls with this result;
+-- a worker reports its successes together). Mirrors memory.rs.
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local success = ARGV[2] == '1'
+local n = tonumber(ARGV[12]) or 1
 local width = tonumber(ARGV[3])
 local bucket = math.floor(now / width)
 local slot = bucket % 10
@@ -46,7 +48,7 @@ local stored, ok, bad = tonumber(v[4]), tonumber(v[5]) or 0, tonumber(v[6]) or 0
 if stored == nil or stored < bucket then
   stored, ok, bad = bucket, 0, 0
 end
-if success then ok = ok + 1 else bad = bad + 1 end
+if success then ok = ok + n else bad = bad + n end
 redis.call('HSET', key, si, string.format('%d', stored), so, string.format('%d', ok), sf,
   string.format('%d', bad))
 if not success then

@@ -20,6 +20,7 @@ both_caches!(
     breakers_are_per_account,
     a_late_clock_and_a_new_window_are_counted_alike,
     admit_checks_the_pause_then_a_token_then_the_breaker,
+    successes_reported_together_count_as_many,
 );
 
 /// Ten buckets of one second; open for 30 s; two probes.
@@ -329,5 +330,48 @@ async fn admit_checks_the_pause_then_a_token_then_the_breaker(cache: Cache) {
             .await
             .unwrap(),
         TokenOutcome::Taken
+    );
+}
+
+/// `record_successes(n)` is `n` successes: the breaker below counts them in its ratio, and
+/// one that is half open closes.
+async fn successes_reported_together_count_as_many(cache: Cache) {
+    let together = |account: &'static str, n: u32, t: i64| {
+        let cache = cache.clone();
+        async move {
+            cache
+                .record_successes(account, n, at(t), POLICY)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(together("acct", 0, 0).await, BreakerState::Closed);
+    assert_eq!(together("acct", 3, 0).await, BreakerState::Closed);
+    // Three failures in six calls: half, so it opens; without the three successes, three calls
+    // would be below `min_calls`, and four failures alone would open it at the fourth.
+    assert_eq!(record(&cache, "acct", false, 1).await, BreakerState::Closed);
+    assert_eq!(record(&cache, "acct", false, 2).await, BreakerState::Closed);
+    let open = BreakerState::Open {
+        until_ms: ms(3 + 30_000),
+    };
+    assert_eq!(record(&cache, "acct", false, 3).await, open);
+    // Past the open period, successes reported together close it like one.
+    assert_eq!(state(&cache, "acct", 30_003).await, BreakerState::HalfOpen);
+    assert_eq!(together("acct", 2, 30_004).await, BreakerState::Closed);
+    assert_eq!(state(&cache, "acct", 30_005).await, BreakerState::Closed);
+
+    // Four successes then four failures: four of eight is half, so the eighth call opens it.
+    assert_eq!(together("other", 4, 0).await, BreakerState::Closed);
+    for t in 1..4 {
+        assert_eq!(
+            record(&cache, "other", false, t).await,
+            BreakerState::Closed
+        );
+    }
+    assert_eq!(
+        record(&cache, "other", false, 4).await,
+        BreakerState::Open {
+            until_ms: ms(4 + 30_000)
+        }
     );
 }
