@@ -112,8 +112,8 @@ pub async fn send(
     // again. So a request costs one round trip for its write, and never uses a stale template.
     let mut cached = cx.templates.get(tenant, request.template_id);
     for _ in 0..TEMPLATE_ATTEMPTS {
-        let template = match cached.take() {
-            Some(template) => template,
+        let (template, fresh) = match cached.take() {
+            Some(template) => (template, false),
             None => {
                 // A request id seen before is found when its send stream clashes at the write,
                 // so a new request costs no read of it. Only a template that cannot send now
@@ -126,7 +126,7 @@ pub async fn send(
                         Err(error) => Err(CommandError::from(error)),
                     });
                 match loaded {
-                    Ok(loaded) => cx.templates.put(request.template_id, loaded),
+                    Ok(loaded) => (cx.templates.put(request.template_id, loaded), true),
                     Err(error) => {
                         return match replay(cx.store, &send_stream, &fingerprint).await? {
                             Some(outcome) => Ok(outcome),
@@ -137,7 +137,7 @@ pub async fn send(
             }
         };
         let (state, template_version) = template.as_ref();
-        let prepared = prepare(
+        let prepared = match prepare(
             cx,
             tenant,
             &request,
@@ -147,7 +147,13 @@ pub async fn send(
             &send_stream,
             &fingerprint,
             now,
-        )?;
+        ) {
+            Ok(prepared) => prepared,
+            // A request refused by the kept copy (its variables, its receivers) may suit the
+            // template as it is now: only a template read for this request refuses it.
+            Err(_) if !fresh => continue,
+            Err(error) => return Err(error),
+        };
         let unchanged = Unchanged {
             stream_id: &template_stream,
             version: *template_version,

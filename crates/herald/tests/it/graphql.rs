@@ -14,6 +14,7 @@ both_backends!(
     recall_cancels_what_has_not_gone_out,
     batch_send_renders_each_item_with_its_own_variables,
     an_edited_template_keeps_sending_its_approved_version_until_the_new_one_is_approved,
+    a_request_for_the_newly_approved_version_is_judged_by_it,
 );
 
 const CREATE: &str = "mutation($input: CreateTemplateInput!) { createTemplate(input: $input) { id latestVersion approvedVersion versions { status } } }";
@@ -552,4 +553,42 @@ async fn an_edited_template_keeps_sending_its_approved_version_until_the_new_one
         .unwrap();
     assert_eq!(data["template_version"], 2);
     assert_eq!(data["content"]["body"], "New code 9");
+}
+
+/// The server keeps the template it sent with; a request that only the newly approved version
+/// accepts (another placeholder) is judged by that version, not refused by the kept copy.
+async fn a_request_for_the_newly_approved_version_is_judged_by_it(app: &TestApp) {
+    let keys = keys(app, "acme").await;
+    let id = template(app, &keys, "SMS", sms(), true).await;
+    let send_with = |variables: Value| json!({ "input": { "templateId": id, "receivers": ["13800138000"], "variables": variables } });
+    ok_answer(
+        app.gql(Some(&keys.sender), SEND, send_with(json!({ "code": "1" })))
+            .await,
+    );
+    let update = "mutation($id: ID!) { updateTemplate(input: { id: $id, content: { kind: \"TEXT\", body: \"Hello ${name}\" } }) { latestVersion } }";
+    ok_answer(
+        app.gql(Some(&keys.author), update, json!({ "id": id }))
+            .await,
+    );
+    ok_answer(
+        app.gql(Some(&keys.author), SUBMIT, json!({ "id": id }))
+            .await,
+    );
+    ok_answer(
+        app.gql(Some(&keys.reviewer), APPROVE, json!({ "id": id, "v": 2 }))
+            .await,
+    );
+    let sent = ok_answer(
+        app.gql(Some(&keys.sender), SEND, send_with(json!({ "name": "Bo" })))
+            .await,
+    );
+    let message = format!(
+        "message-{}",
+        sent["send"]["messages"][0]["id"].as_str().unwrap()
+    );
+    let data = app.store.read_stream(&message, 1, 1).await.unwrap()[0]
+        .data_json()
+        .unwrap();
+    assert_eq!(data["template_version"], 2);
+    assert_eq!(data["content"]["body"], "Hello Bo");
 }
