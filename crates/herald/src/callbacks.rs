@@ -8,11 +8,12 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dispatch::CallbackRequest;
+use std::sync::Arc;
 
 use crate::server::AppState;
 
 pub async fn callback(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(account): Path<String>,
     method: Method,
     RawQuery(query): RawQuery,

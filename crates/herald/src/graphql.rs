@@ -1,6 +1,7 @@
 //! The GraphQL transport: authenticates the API key, applies the per-key rate limit and the body
 //! size limit, runs the schema, and makes sure every error leaves with an `extensions.code`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -17,7 +18,7 @@ pub async fn graphiql() -> Html<&'static str> {
 }
 
 pub async fn graphql(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     trace: Option<axum::Extension<api::TraceId>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -83,7 +84,7 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<keys:
             "send an API key as `Authorization: Bearer <key>`",
         ));
     };
-    match keys::authenticate(&state.store, key).await {
+    match state.keys.authenticate(&state.store, key).await {
         Ok(caller) => Ok(caller),
         // Unknown, revoked and malformed keys answer alike: the answer must not help guessing.
         Err(KeyError::MalformedKey | KeyError::UnknownKey { .. } | KeyError::RevokedKey { .. }) => {

@@ -1,5 +1,6 @@
 //! `/healthz` (the process is alive) and `/readyz` (each component it depends on answers).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -35,7 +36,7 @@ pub struct Component {
     pub error: Option<String>,
 }
 
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
     let store = check("store", state.store.backend(), state.store.ping()).await;
     let cache = match &state.redis {
         Some(client) => check("cache", "redis", ping_redis(client.clone())).await,

@@ -120,7 +120,7 @@ pub struct StreamParams {
 
 /// `GET /inbox/stream`.
 pub async fn stream(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(params): Query<StreamParams>,
 ) -> Response {

@@ -6,6 +6,7 @@
 //! when scraped, so every instance reports the same: each lane's queue (waiting and due) and
 //! each projection's and subscription group's lag behind the log.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -41,7 +42,7 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut gauges = Vec::new();
     let now_ms = chrono::Utc::now().timestamp_millis();
     match store::queue::depths(&state.store, now_ms).await {

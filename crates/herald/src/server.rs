@@ -48,6 +48,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tenants' and templates' live policy, for the dispatch options.
     pub policies: dispatch::live_policy::LivePolicies,
+    /// The API keys this server read lately.
+    pub keys: Arc<commands::keys::KeyCache>,
 }
 
 impl AppState {
@@ -126,6 +128,7 @@ impl AppState {
             bus: inbox_stream::Bus::new(&config.cache.redis_url, &config.cache.key_prefix),
             shutdown: CancellationToken::new(),
             policies: runtime.policies,
+            keys: Arc::new(commands::keys::KeyCache::new(commands::keys::KEY_FRESH)),
         })
     }
 }
@@ -153,7 +156,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route_layer(axum::middleware::from_fn(requests::trace))
         .route_layer(axum::middleware::from_fn(metrics::track))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then lets requests in flight finish

@@ -2,6 +2,7 @@
 //! is stored in chunks as it arrives, never held whole, up to `api.max_upload_bytes`; the answer
 //! is the upload's id for `crowdSend(input: {uploadId})`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Multipart, State};
@@ -16,7 +17,7 @@ use crate::server::AppState;
 const CHUNK: usize = 1024 * 1024;
 
 pub async fn upload(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {

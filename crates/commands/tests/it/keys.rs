@@ -1,8 +1,10 @@
 //! Tenants and API keys: creation, authentication, revocation and scopes.
 
+use std::time::Duration;
+
 use commands::keys::{
-    self, Caller, KeyError, NewApiKey, Scope, Scopes, authenticate, create_api_key, create_tenant,
-    revoke_api_key, tenant_exists,
+    self, Caller, KeyCache, KeyError, NewApiKey, Scope, Scopes, authenticate, create_api_key,
+    create_tenant, revoke_api_key, tenant_exists,
 };
 use domain::TenantId;
 use store::Store;
@@ -15,6 +17,7 @@ both_backends!(
     a_key_for_an_unknown_tenant_is_refused,
     bad_keys_fail_each_with_their_own_error,
     a_revoked_key_stops_authenticating_at_once,
+    a_kept_key_is_trusted_until_it_is_stale,
     the_store_never_holds_the_secret,
 );
 
@@ -154,6 +157,41 @@ async fn a_revoked_key_stops_authenticating_at_once(store: Store) {
     check_err(authenticate(&store, &wrong).await, "UNKNOWN_KEY");
 
     check_err(revoke_api_key(&store, "nosuchkey").await, "KEY_NOT_FOUND");
+}
+
+async fn a_kept_key_is_trusted_until_it_is_stale(store: Store) {
+    let new = key_for(&store, "acme", "send,read").await;
+    let fresh = Duration::from_millis(400);
+    let cache = KeyCache::new(fresh);
+    let caller = cache.authenticate(&store, &new.key).await.unwrap();
+    assert_eq!(caller, authenticate(&store, &new.key).await.unwrap());
+
+    revoke_api_key(&store, &new.key_id).await.unwrap();
+    check_err(authenticate(&store, &new.key).await, "REVOKED_KEY");
+    // What the cache read is trusted while fresh, and the secret is still checked against it.
+    assert_eq!(cache.authenticate(&store, &new.key).await.unwrap(), caller);
+    let mut wrong = new.key.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == 'a' { 'b' } else { 'a' });
+    check_err(cache.authenticate(&store, &wrong).await, "UNKNOWN_KEY");
+    check_err(cache.authenticate(&store, "hk_x").await, "MALFORMED_KEY");
+    let unknown = format!("hk_000000000000_{}", &new.key[16..]);
+    check_err(cache.authenticate(&store, &unknown).await, "UNKNOWN_KEY");
+
+    // Once stale, the key is read again and the revocation holds.
+    tokio::time::sleep(fresh + Duration::from_millis(50)).await;
+    check_err(cache.authenticate(&store, &new.key).await, "REVOKED_KEY");
+    check_err(cache.authenticate(&store, &wrong).await, "UNKNOWN_KEY");
+
+    // A cache that trusts nothing sees a revocation at once.
+    let other = key_for(&store, "acme", "send").await;
+    let at_once = KeyCache::new(Duration::ZERO);
+    at_once.authenticate(&store, &other.key).await.unwrap();
+    revoke_api_key(&store, &other.key_id).await.unwrap();
+    check_err(
+        at_once.authenticate(&store, &other.key).await,
+        "REVOKED_KEY",
+    );
 }
 
 async fn the_store_never_holds_the_secret(store: Store) {
