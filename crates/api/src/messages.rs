@@ -198,14 +198,18 @@ pub(crate) async fn as_of_projection(
     )
     .await
     .map_err(|e| errors::internal(e.to_string()))?;
-    Ok(AsOf {
+    Ok(as_of_lag(lag))
+}
+
+fn as_of_lag(lag: projections::lag::Lag) -> AsOf {
+    AsOf {
         // A checkpoint may stand past the newest event (on Postgres a read that found nothing
         // resumes from the visibility horizon): no event is past the head, so report that.
         position: lag.applied.global_position.min(lag.head.global_position),
         head: lag.head.global_position,
         caught_up: lag.caught_up(),
         behind: lag.behind(),
-    })
+    }
 }
 
 #[derive(Default)]
@@ -219,15 +223,19 @@ impl MessageQuery {
         let id: domain::MessageId = id
             .parse()
             .map_err(|_| validation("INVALID_MESSAGE_ID", "not a message id"))?;
-        // Read the position first: the answer is at least as fresh as it says.
-        let as_of = as_of(ctx).await?;
-        let found = trace::message(&state(ctx).store, caller.tenant.as_str(), &id.to_string())
-            .await
-            .map_err(|e| errors::internal(e.to_string()))?;
+        // The position with the message (on Postgres in one statement): the answer is at least
+        // as fresh as it says.
+        let (lag, found) =
+            trace::message_as_of(&state(ctx).store, caller.tenant.as_str(), &id.to_string())
+                .await
+                .map_err(|e| errors::internal(e.to_string()))?;
         let message = found
             .map(|(view, timeline)| message(view, timeline))
             .transpose()?;
-        Ok(MessageAnswer { message, as_of })
+        Ok(MessageAnswer {
+            message,
+            as_of: as_of_lag(lag),
+        })
     }
 
     /// The caller's messages, newest first, for customer service.

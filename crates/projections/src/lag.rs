@@ -32,43 +32,57 @@ impl Lag {
 
 type Row = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
 
+/// The checkpoint of subscription `$1` and the newest event of category `$2`, as one row of
+/// four columns (each `NULL` when there is none yet). `e.`: a bare `transaction_id` would name
+/// the text-cast output column, and sorting by that cannot use the log-order index (a scan of
+/// the log).
+pub(crate) const POSTGRES_LAG: &str = "SELECT c.transaction_id, c.global_position, h.tx, h.global_position \
+     FROM (SELECT 1) AS one \
+     LEFT JOIN checkpoints c ON c.subscription = $1 AND c.partition = 0 \
+     LEFT JOIN LATERAL (SELECT e.transaction_id::text::int8 AS tx, e.global_position \
+         FROM events e WHERE e.category = $2 \
+         ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1) h ON true";
+
+/// The lag from the four columns of [`POSTGRES_LAG`].
+pub(crate) fn from_columns(
+    applied_tx: Option<i64>,
+    applied_position: Option<i64>,
+    head_tx: Option<i64>,
+    head_position: Option<i64>,
+) -> Lag {
+    Lag {
+        applied: checkpoint(applied_tx.zip(applied_position)),
+        head: checkpoint(head_tx.zip(head_position)),
+    }
+}
+
+fn checkpoint(row: Option<(i64, i64)>) -> Checkpoint {
+    row.map_or(Checkpoint::START, |(transaction_id, global_position)| {
+        Checkpoint {
+            transaction_id,
+            global_position,
+        }
+    })
+}
+
 /// Where the projection with checkpoint `subscription`, following `category`, stands.
 pub async fn lag(
     store: &Store,
     subscription: &str,
     category: &str,
 ) -> Result<Lag, store::StoreError> {
-    let checkpoint = |row: Option<(i64, i64)>| {
-        row.map_or(Checkpoint::START, |(transaction_id, global_position)| {
-            Checkpoint {
-                transaction_id,
-                global_position,
-            }
-        })
-    };
     let (applied, head) = match store {
         // One statement, one round trip: the API asks this before every answer it dates.
         Store::Postgres(s) => {
             let (applied_tx, applied_position, head_tx, head_position): Row =
-                sqlx::query_as(
-                    // `e.`: a bare `transaction_id` would name the text-cast output column,
-                    // and sorting by that cannot use the log-order index (a scan of the log).
-                    "SELECT c.transaction_id, c.global_position, h.tx, h.global_position \
-                     FROM (SELECT 1) AS one \
-                     LEFT JOIN checkpoints c ON c.subscription = $1 AND c.partition = 0 \
-                     LEFT JOIN LATERAL (SELECT e.transaction_id::text::int8 AS tx, e.global_position \
-                         FROM events e WHERE e.category = $2 \
-                         ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1) h ON true",
-                )
-                .bind(subscription)
-                .bind(category)
-                .fetch_one(s.pool())
-                .await
-                .map_err(store::StoreError::from)?;
-            (
-                checkpoint(applied_tx.zip(applied_position)),
-                checkpoint(head_tx.zip(head_position)),
-            )
+                sqlx::query_as(POSTGRES_LAG)
+                    .bind(subscription)
+                    .bind(category)
+                    .fetch_one(s.pool())
+                    .await
+                    .map_err(store::StoreError::from)?;
+            let lag = from_columns(applied_tx, applied_position, head_tx, head_position);
+            (lag.applied, lag.head)
         }
         Store::Sqlite(s) => {
             let applied = store

@@ -15,6 +15,7 @@ use serde_json::json;
 use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, TxConn, on_read};
 
 use crate::Target;
+use crate::lag::Lag;
 
 /// The subscription (and checkpoint) name.
 pub const SUBSCRIPTION: &str = "projection-trace";
@@ -531,61 +532,57 @@ pub async fn message_of_any_tenant(
     find(store, None, message_id).await
 }
 
-async fn find(
-    store: &Store,
-    tenant: Option<&str>,
-    message_id: &str,
-) -> Result<Option<(MessageView, Vec<TimelineEntry>)>, sqlx::Error> {
-    // One statement, so the row and its timeline come from one snapshot of the projection.
-    let sql = format!(
-        "SELECT {}, l.kind, l.at, l.detail FROM message_trace t \
-         LEFT JOIN message_timeline l ON l.message_id = t.message_id \
-         WHERE t.message_id = $1 {} ORDER BY l.seq",
-        COLUMNS
-            .split(", ")
-            .map(|c| format!("t.{c}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        if tenant.is_some() {
-            "AND t.tenant_id = $2"
-        } else {
-            ""
-        }
+/// The columns of `message_trace` as `t.`, then the timeline's.
+fn joined_columns() -> String {
+    let trace = COLUMNS
+        .split(", ")
+        .map(|c| format!("t.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{trace}, l.kind, l.at, l.detail")
+}
+
+/// A timeline entry's columns, empty when the message has no timeline yet.
+type TimelineColumns = (Option<String>, Option<i64>, Option<String>);
+
+/// The trace row and timeline entry of a result row, from column `at` on.
+fn decode<R>(r: &R, at: usize) -> Result<(Row, TimelineColumns), sqlx::Error>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let row: Row = (
+        r.try_get(at)?,
+        r.try_get(at + 1)?,
+        r.try_get(at + 2)?,
+        r.try_get(at + 3)?,
+        r.try_get(at + 4)?,
+        r.try_get(at + 5)?,
+        r.try_get(at + 6)?,
+        r.try_get(at + 7)?,
+        r.try_get(at + 8)?,
+        r.try_get(at + 9)?,
+        r.try_get(at + 10)?,
+        r.try_get(at + 11)?,
+        r.try_get(at + 12)?,
+        r.try_get(at + 13)?,
+        r.try_get(at + 14)?,
     );
-    type Step = (Option<String>, Option<i64>, Option<String>);
-    let rows: Vec<(Row, Step)> = on_read!(store, |pool| {
-        use sqlx::Row as _;
-        let mut query = sqlx::query(&sql).bind(message_id);
-        if let Some(tenant) = tenant {
-            query = query.bind(tenant);
-        }
-        let rows = query.fetch_all(pool).await?;
-        rows.iter()
-            .map(|r| {
-                let row: Row = (
-                    r.try_get(0)?,
-                    r.try_get(1)?,
-                    r.try_get(2)?,
-                    r.try_get(3)?,
-                    r.try_get(4)?,
-                    r.try_get(5)?,
-                    r.try_get(6)?,
-                    r.try_get(7)?,
-                    r.try_get(8)?,
-                    r.try_get(9)?,
-                    r.try_get(10)?,
-                    r.try_get(11)?,
-                    r.try_get(12)?,
-                    r.try_get(13)?,
-                    r.try_get(14)?,
-                );
-                Ok((row, (r.try_get(15)?, r.try_get(16)?, r.try_get(17)?)))
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-    })?;
-    let Some((first, _)) = rows.first().cloned() else {
-        return Ok(None);
-    };
+    Ok((
+        row,
+        (
+            r.try_get(at + 15)?,
+            r.try_get(at + 16)?,
+            r.try_get(at + 17)?,
+        ),
+    ))
+}
+
+/// The message of the first row with the timeline of all of them.
+fn assemble(rows: Vec<(Row, TimelineColumns)>) -> Option<(MessageView, Vec<TimelineEntry>)> {
+    let (first, _) = rows.first().cloned()?;
     let timeline = rows
         .into_iter()
         .filter_map(|(_, (kind, at, detail))| {
@@ -596,7 +593,95 @@ async fn find(
             })
         })
         .collect();
-    Ok(Some((view(first), timeline)))
+    Some((view(first), timeline))
+}
+
+async fn find(
+    store: &Store,
+    tenant: Option<&str>,
+    message_id: &str,
+) -> Result<Option<(MessageView, Vec<TimelineEntry>)>, sqlx::Error> {
+    // One statement, so the row and its timeline come from one snapshot of the projection.
+    let sql = format!(
+        "SELECT {} FROM message_trace t \
+         LEFT JOIN message_timeline l ON l.message_id = t.message_id \
+         WHERE t.message_id = $1 {} ORDER BY l.seq",
+        joined_columns(),
+        if tenant.is_some() {
+            "AND t.tenant_id = $2"
+        } else {
+            ""
+        }
+    );
+    let rows: Vec<(Row, TimelineColumns)> = on_read!(store, |pool| {
+        let mut query = sqlx::query(&sql).bind(message_id);
+        if let Some(tenant) = tenant {
+            query = query.bind(tenant);
+        }
+        let rows = query.fetch_all(pool).await?;
+        rows.into_iter()
+            .map(|r| decode(&r, 0))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+    })?;
+    Ok(assemble(rows))
+}
+
+/// [`message`], with where the trace projection stood in the log when it was read.
+///
+/// On Postgres both come from one statement, so from one snapshot: the projection moves its
+/// checkpoint in the transaction that writes its rows, so the message is exactly as of the
+/// position returned. On SQLite the position is read first, so the message is at least as
+/// fresh as it says.
+pub async fn message_as_of(
+    store: &Store,
+    tenant: &str,
+    message_id: &str,
+) -> Result<(Lag, Option<(MessageView, Vec<TimelineEntry>)>), store::StoreError> {
+    let Store::Postgres(s) = store else {
+        let lag = crate::lag::lag(store, SUBSCRIPTION, crate::Projection::Trace.category()).await?;
+        let found = message(store, tenant, message_id)
+            .await
+            .map_err(store::StoreError::from)?;
+        return Ok((lag, found));
+    };
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH lag AS ({}) SELECT lag.*, m.* FROM lag LEFT JOIN LATERAL (SELECT {}, l.seq \
+             FROM message_trace t LEFT JOIN message_timeline l ON l.message_id = t.message_id \
+             WHERE t.message_id = $3 AND t.tenant_id = $4) m ON true ORDER BY m.seq",
+            crate::lag::POSTGRES_LAG,
+            joined_columns()
+        )
+    });
+    use sqlx::Row as _;
+    let rows = sqlx::query(&SQL)
+        .bind(SUBSCRIPTION)
+        .bind(crate::Projection::Trace.category())
+        .bind(message_id)
+        .bind(tenant)
+        .fetch_all(s.pool())
+        .await
+        .map_err(store::StoreError::from)?;
+    let first = rows
+        .first()
+        .ok_or_else(|| store::StoreError::from(sqlx::Error::RowNotFound))?;
+    let lag = crate::lag::from_columns(
+        first.try_get(0).map_err(store::StoreError::from)?,
+        first.try_get(1).map_err(store::StoreError::from)?,
+        first.try_get(2).map_err(store::StoreError::from)?,
+        first.try_get(3).map_err(store::StoreError::from)?,
+    );
+    // Without the message, the one row has only the position.
+    let found: Option<String> = first.try_get(4).map_err(store::StoreError::from)?;
+    if found.is_none() {
+        return Ok((lag, None));
+    }
+    let rows = rows
+        .iter()
+        .map(|r| decode(r, 4))
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(store::StoreError::from)?;
+    Ok((lag, assemble(rows)))
 }
 
 /// What customer service looks messages up by; every field narrows the list.

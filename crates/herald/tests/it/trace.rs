@@ -308,3 +308,92 @@ async fn postgres_every_path() {
 async fn sqlite_every_path() {
     every_path_shows_its_steps("sqlite").await;
 }
+
+/// `message_as_of` dates its answer by the trace projection's checkpoint, read with the message
+/// (on Postgres in the same statement): not found and behind before the projection ran, found
+/// and caught up after, found and behind again once the log moves on.
+async fn the_answer_is_dated_by_the_projection(backend: &str) {
+    use chrono::{TimeDelta, Utc};
+    use domain::{TemplateId, TenantId};
+    use projections::Projection;
+    use projections::replay::{ReplayOptions, replay};
+    use projections::trace::message_as_of;
+
+    let (url, cleanup) = match backend {
+        "postgres" => {
+            let url = crate::support::postgres_database().await;
+            (url.clone(), Some(url))
+        }
+        _ => (
+            format!(
+                "sqlite://{}/herald.db",
+                crate::support::empty_dir().display()
+            ),
+            None,
+        ),
+    };
+    let mut config = herald::config::Config::default();
+    config.database.url = url;
+    // The store only: no role runs, so the projection moves only when the test replays it.
+    let store = herald::server::AppState::connect(&config)
+        .await
+        .unwrap()
+        .store;
+    let tenant = TenantId::parse("acme").unwrap();
+    let t0 = Utc::now() - TimeDelta::hours(1);
+    let hook = "https://hooks.example.com/h";
+    let first = crate::replay::message(1, &tenant, TemplateId::generate(), hook, t0);
+    crate::replay::append(&store, std::slice::from_ref(&first), &tenant).await;
+    let id = first.id.to_string();
+
+    let (lag, found) = message_as_of(&store, "acme", &id).await.unwrap();
+    assert!(found.is_none());
+    assert!(!lag.caught_up() && lag.behind() > 0, "{lag:?}");
+    assert_eq!(lag.applied, store::Checkpoint::START);
+
+    replay(
+        &store,
+        Projection::Trace,
+        &ReplayOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    let (lag, found) = message_as_of(&store, "acme", &id).await.unwrap();
+    assert!(lag.caught_up(), "{lag:?}");
+    let (view, timeline) = found.expect("the replayed message");
+    assert_eq!(view.message_id, id);
+    assert_eq!(view.status, first.status);
+    assert_eq!(timeline.len(), first.events.len());
+    // Another tenant's, or no message at all: not found, dated all the same.
+    for (tenant, id) in [
+        ("other", id.clone()),
+        ("acme", domain::MessageId::generate().to_string()),
+    ] {
+        let (other_lag, found) = message_as_of(&store, tenant, &id).await.unwrap();
+        assert!(found.is_none());
+        assert_eq!(other_lag, lag);
+    }
+
+    let second = crate::replay::message(2, &tenant, TemplateId::generate(), hook, t0);
+    crate::replay::append(&store, std::slice::from_ref(&second), &tenant).await;
+    let (later, found) = message_as_of(&store, "acme", &id).await.unwrap();
+    assert!(found.is_some());
+    assert_eq!(later.applied, lag.applied);
+    assert!(!later.caught_up() && later.head > lag.head, "{later:?}");
+
+    if let (Some(url), store::Store::Postgres(s)) = (cleanup, &store) {
+        s.pool().close().await;
+        crate::support::drop_database(&url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_answer_is_dated_by_the_projection() {
+    the_answer_is_dated_by_the_projection("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_answer_is_dated_by_the_projection() {
+    the_answer_is_dated_by_the_projection("sqlite").await;
+}
