@@ -173,6 +173,16 @@ impl PolicyCache for Cache {
         both!(self, c => c.admit(account, bucket, now).await)
     }
 
+    async fn screen_and_admit(
+        &self,
+        dedup: Option<DedupMark<'_>>,
+        frequency: Option<FrequencyUse<'_>>,
+        first: Option<(&str, Option<TokenBucket<'_>>)>,
+        now: DateTime<Utc>,
+    ) -> Result<(Screen, Option<Admission>)> {
+        both!(self, c => c.screen_and_admit(dedup, frequency, first, now).await)
+    }
+
     async fn ping(&self) -> Result<()> {
         both!(self, c => c.ping().await)
     }

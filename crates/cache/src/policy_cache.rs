@@ -195,6 +195,29 @@ pub trait PolicyCache: Clone + Send + Sync + 'static {
         }
     }
 
+    /// [`screen`](Self::screen), then, only when the message passes and `first` names an
+    /// account (with its bucket), [`admit`](Self::admit) for it: the account a message would
+    /// go through first is asked with the message's own checks. The admission is `None` when
+    /// it was not asked. Redis answers both in one round trip.
+    fn screen_and_admit(
+        &self,
+        dedup: Option<DedupMark<'_>>,
+        frequency: Option<FrequencyUse<'_>>,
+        first: Option<(&str, Option<TokenBucket<'_>>)>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(Screen, Option<Admission>)>> + Send {
+        async move {
+            let screen = self.screen(dedup, frequency, now).await?;
+            let admission = match (&screen, first) {
+                (Screen::Pass, Some((account, bucket))) => {
+                    Some(self.admit(account, bucket, now).await?)
+                }
+                _ => None,
+            };
+            Ok((screen, admission))
+        }
+    }
+
     /// Checks that the cache answers, for readiness.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 

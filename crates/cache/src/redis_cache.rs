@@ -5,8 +5,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, ScriptInvocation};
 
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -69,6 +69,8 @@ struct Scripts {
     admit: Script,
     /// `screen.lua` after `dedup.lua` and `frequency.lua`, wrapped the same way.
     screen: Script,
+    /// `screen_admit.lua` after `screen` and `admit` as above, each wrapped as a function.
+    screen_admit: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -94,6 +96,21 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         include_str!("lua/dedup.lua"),
         include_str!("lua/frequency.lua"),
         include_str!("lua/screen.lua"),
+    )),
+    screen_admit: Script::new(&format!(
+        "local function dedup(KEYS, ARGV)\n{}\nend\n\
+         local function frequency(KEYS, ARGV)\n{}\nend\n\
+         local function take_token(KEYS, ARGV)\n{}\nend\n\
+         local function breaker_state(KEYS, ARGV)\n{}\nend\n\
+         local function screen(KEYS, ARGV)\n{}\nend\n\
+         local function admit(KEYS, ARGV)\n{}\nend\n{}",
+        include_str!("lua/dedup.lua"),
+        include_str!("lua/frequency.lua"),
+        include_str!("lua/take_token.lua"),
+        include_str!("lua/breaker_state.lua"),
+        include_str!("lua/screen.lua"),
+        include_str!("lua/admit.lua"),
+        include_str!("lua/screen_admit.lua"),
     )),
 });
 
@@ -247,6 +264,80 @@ impl RedisCache {
             .invoke_async(&mut self.conn.clone())
             .await?;
         breaker(reply)
+    }
+}
+
+/// The keys and arguments of `screen.lua` and `admit.lua`, added to a call of a script that
+/// runs them.
+impl RedisCache {
+    fn screen_inputs(
+        &self,
+        call: &mut ScriptInvocation<'_>,
+        dedup: Option<DedupMark<'_>>,
+        frequency: Option<FrequencyUse<'_>>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let now = now.timestamp_millis();
+        let window = dedup.map(|m| types::window_ms(m.window)).transpose()?;
+        let ttl = frequency
+            .map(|f| types::period_ms(f.period_end_ms, now))
+            .transpose()?;
+        call.key(dedup.map_or_else(String::new, |m| self.key("dedup", m.key)))
+            .key(frequency.map_or_else(String::new, |f| self.key("frequency", f.key)))
+            .arg(now)
+            .arg(now + window.unwrap_or(0))
+            .arg(window.unwrap_or(0))
+            .arg(dedup.map_or("", |m| m.owner))
+            .arg(frequency.map_or(0, |f| f.limit))
+            .arg(frequency.map_or(0, |f| f.period_end_ms))
+            .arg(ttl.unwrap_or(0))
+            .arg(frequency.map_or("", |f| f.owner));
+        Ok(())
+    }
+
+    fn admit_inputs(
+        &self,
+        call: &mut ScriptInvocation<'_>,
+        account: &str,
+        bucket: Option<TokenBucket<'_>>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if let Some(bucket) = bucket {
+            types::check_bucket(bucket.rate_per_sec, bucket.burst)?;
+        }
+        call.key(self.key("pause", account))
+            .key(bucket.map_or_else(String::new, |b| self.key("bucket", b.name)))
+            .key(self.key("breaker", account))
+            .arg(now.timestamp_millis())
+            .arg(bucket.map_or_else(String::new, |b| b.rate_per_sec.to_string()))
+            .arg(bucket.map_or(0, |b| b.burst))
+            .arg(MAX_MS);
+        Ok(())
+    }
+}
+
+fn screen_reply(answer: i64, value: i64) -> Result<Screen> {
+    match answer {
+        0 => Ok(Screen::Pass),
+        1 => Ok(Screen::Duplicate {
+            first_seen_ms: value,
+        }),
+        2 => Ok(Screen::Exceeded {
+            count: count(value)?,
+        }),
+        other => Err(CacheError::Corrupt(format!("screen answered {other}"))),
+    }
+}
+
+fn admission_reply(answer: i64, value: i64) -> Result<Admission> {
+    match answer {
+        0 => Ok(Admission::Go { probe: value == 1 }),
+        1 => Ok(Admission::Paused { until_ms: value }),
+        2 => Ok(Admission::NoToken {
+            retry_after_ms: u64::try_from(value).unwrap_or(0),
+        }),
+        3 => Ok(Admission::Open { until_ms: value }),
+        other => Err(CacheError::Corrupt(format!("admit answered {other}"))),
     }
 }
 
@@ -411,35 +502,10 @@ impl PolicyCache for RedisCache {
         frequency: Option<FrequencyUse<'_>>,
         now: DateTime<Utc>,
     ) -> Result<Screen> {
-        let now = now.timestamp_millis();
-        let window = dedup.map(|m| types::window_ms(m.window)).transpose()?;
-        let ttl = frequency
-            .map(|f| types::period_ms(f.period_end_ms, now))
-            .transpose()?;
-        let (answer, value): (i64, i64) = SCRIPTS
-            .screen
-            .key(dedup.map_or_else(String::new, |m| self.key("dedup", m.key)))
-            .key(frequency.map_or_else(String::new, |f| self.key("frequency", f.key)))
-            .arg(now)
-            .arg(now + window.unwrap_or(0))
-            .arg(window.unwrap_or(0))
-            .arg(dedup.map_or("", |m| m.owner))
-            .arg(frequency.map_or(0, |f| f.limit))
-            .arg(frequency.map_or(0, |f| f.period_end_ms))
-            .arg(ttl.unwrap_or(0))
-            .arg(frequency.map_or("", |f| f.owner))
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        match answer {
-            0 => Ok(Screen::Pass),
-            1 => Ok(Screen::Duplicate {
-                first_seen_ms: value,
-            }),
-            2 => Ok(Screen::Exceeded {
-                count: count(value)?,
-            }),
-            other => Err(CacheError::Corrupt(format!("screen answered {other}"))),
-        }
+        let mut call = SCRIPTS.screen.prepare_invoke();
+        self.screen_inputs(&mut call, dedup, frequency, now)?;
+        let (answer, value): (i64, i64) = call.invoke_async(&mut self.conn.clone()).await?;
+        screen_reply(answer, value)
     }
 
     async fn admit(
@@ -448,29 +514,38 @@ impl PolicyCache for RedisCache {
         bucket: Option<TokenBucket<'_>>,
         now: DateTime<Utc>,
     ) -> Result<Admission> {
-        if let Some(bucket) = bucket {
-            types::check_bucket(bucket.rate_per_sec, bucket.burst)?;
-        }
-        let (answer, value): (i64, i64) = SCRIPTS
-            .admit
-            .key(self.key("pause", account))
-            .key(bucket.map_or_else(String::new, |b| self.key("bucket", b.name)))
-            .key(self.key("breaker", account))
-            .arg(now.timestamp_millis())
-            .arg(bucket.map_or_else(String::new, |b| b.rate_per_sec.to_string()))
-            .arg(bucket.map_or(0, |b| b.burst))
-            .arg(MAX_MS)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        match answer {
-            0 => Ok(Admission::Go { probe: value == 1 }),
-            1 => Ok(Admission::Paused { until_ms: value }),
-            2 => Ok(Admission::NoToken {
-                retry_after_ms: u64::try_from(value).unwrap_or(0),
-            }),
-            3 => Ok(Admission::Open { until_ms: value }),
-            other => Err(CacheError::Corrupt(format!("admit answered {other}"))),
-        }
+        let mut call = SCRIPTS.admit.prepare_invoke();
+        self.admit_inputs(&mut call, account, bucket, now)?;
+        let (answer, value): (i64, i64) = call.invoke_async(&mut self.conn.clone()).await?;
+        admission_reply(answer, value)
+    }
+
+    async fn screen_and_admit(
+        &self,
+        dedup: Option<DedupMark<'_>>,
+        frequency: Option<FrequencyUse<'_>>,
+        first: Option<(&str, Option<TokenBucket<'_>>)>,
+        now: DateTime<Utc>,
+    ) -> Result<(Screen, Option<Admission>)> {
+        let Some((account, bucket)) = first else {
+            return Ok((self.screen(dedup, frequency, now).await?, None));
+        };
+        let mut call = SCRIPTS.screen_admit.prepare_invoke();
+        self.screen_inputs(&mut call, dedup, frequency, now)?;
+        self.admit_inputs(&mut call, account, bucket, now)?;
+        let (answer, value, admitted, admitted_value): (i64, i64, i64, i64) =
+            call.invoke_async(&mut self.conn.clone()).await?;
+        let screen = screen_reply(answer, value)?;
+        let admission = match (&screen, admitted) {
+            (Screen::Pass, -1) => {
+                return Err(CacheError::Corrupt(
+                    "screen_admit passed the message without asking the account".to_owned(),
+                ));
+            }
+            (Screen::Pass, _) => Some(admission_reply(admitted, admitted_value)?),
+            _ => None,
+        };
+        Ok((screen, admission))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -494,8 +494,19 @@ async fn process_loaded(
     let dedup_key = (!limits.dedup_window.is_zero()).then(|| policy::dedup_key(&accepted));
     let frequency = (limits.frequency_cap > 0 && state.attempts == 0)
         .then(|| policy::frequency_key(&accepted, options.night.zone, now));
-    let screen = cache
-        .screen(
+    // The account the message would go through first is asked in the same round trip, only
+    // if the message passes.
+    let used_up = |id: &str| used_up(&state, retry, id);
+    let candidates = accounts.candidates(
+        accepted.channel,
+        &accepted.account,
+        &accepted.tenant,
+        accepted.message_id,
+        used_up,
+    );
+    let first_bucket = candidates.first().map(|first| bucket_name(first));
+    let (screen, first_admission) = cache
+        .screen_and_admit(
             dedup_key.as_deref().map(|key| DedupMark {
                 key,
                 owner: &owner,
@@ -507,6 +518,10 @@ async fn process_loaded(
                 limit: limits.frequency_cap,
                 period_end_ms: *period_end_ms,
             }),
+            candidates
+                .first()
+                .zip(first_bucket.as_deref())
+                .map(|(first, name)| (first.id.as_str(), bucket(first, name))),
             now,
         )
         .await?;
@@ -533,51 +548,51 @@ async fn process_loaded(
             return record_one(store, &stream, &metadata, capped, Next::Remove).await;
         }
     }
-    let used_up = |id: &str| used_up(&state, retry, id);
-    let (account, probe) = match choose(accounts, cache, &accepted, used_up, now).await? {
-        Choice::Send { account, probe } => (account, probe),
-        Choice::NoAccount => {
-            // No account serves this channel any more: leave it queued for when one does.
-            return finish(
-                store,
-                &stream,
-                Next::Reschedule(now + chrono::Duration::minutes(1)),
-            )
-            .await;
-        }
-        Choice::UsedUp => {
-            // Every account had its attempts (a message left over from a configuration with
-            // fewer attempts): give up.
-            let reason = state
-                .last_failure
-                .as_ref()
-                .map_or_else(|| "ACCOUNTS_EXHAUSTED".to_owned(), |f| f.error_code.clone());
-            let fail = MessageCommand::FailMessage { reason, at: now };
-            return record_one(store, &stream, &metadata, fail, Next::Remove).await;
-        }
-        Choice::Wait {
-            until,
-            account,
-            breaker,
-        } => {
-            // Every account left must wait (paused, out of tokens, or its breaker open):
-            // wait for the first, without spending an attempt.
-            let wait = if breaker {
-                MessageCommand::DeferMessage {
-                    until,
-                    reason: DeferReason::CircuitOpen,
-                    at: now,
-                }
-            } else {
-                MessageCommand::RateLimitMessage {
-                    account,
-                    until,
-                    at: now,
-                }
-            };
-            return record_one(store, &stream, &metadata, wait, Next::Reschedule(until)).await;
-        }
-    };
+    let (account, probe) =
+        match choose(accounts, candidates, first_admission, cache, &accepted, now).await? {
+            Choice::Send { account, probe } => (account, probe),
+            Choice::NoAccount => {
+                // No account serves this channel any more: leave it queued for when one does.
+                return finish(
+                    store,
+                    &stream,
+                    Next::Reschedule(now + chrono::Duration::minutes(1)),
+                )
+                .await;
+            }
+            Choice::UsedUp => {
+                // Every account had its attempts (a message left over from a configuration with
+                // fewer attempts): give up.
+                let reason = state
+                    .last_failure
+                    .as_ref()
+                    .map_or_else(|| "ACCOUNTS_EXHAUSTED".to_owned(), |f| f.error_code.clone());
+                let fail = MessageCommand::FailMessage { reason, at: now };
+                return record_one(store, &stream, &metadata, fail, Next::Remove).await;
+            }
+            Choice::Wait {
+                until,
+                account,
+                breaker,
+            } => {
+                // Every account left must wait (paused, out of tokens, or its breaker open):
+                // wait for the first, without spending an attempt.
+                let wait = if breaker {
+                    MessageCommand::DeferMessage {
+                        until,
+                        reason: DeferReason::CircuitOpen,
+                        at: now,
+                    }
+                } else {
+                    MessageCommand::RateLimitMessage {
+                        account,
+                        until,
+                        at: now,
+                    }
+                };
+                return record_one(store, &stream, &metadata, wait, Next::Reschedule(until)).await;
+            }
+        };
     let attempt = state.attempts + 1;
     let outbound = Outbound {
         message_id: accepted.message_id,
@@ -830,6 +845,20 @@ fn used_up(state: &MessageState, retry: RetryPolicy, account: &str) -> bool {
     state.failures_by_account.get(account).copied().unwrap_or(0) >= retry.attempts
 }
 
+/// The name of `account`'s token bucket in the cache.
+fn bucket_name(account: &Account) -> String {
+    format!("account:{}", account.id)
+}
+
+/// `account`'s token bucket, named `name`, when it has a rate limit.
+fn bucket<'a>(account: &Account, name: &'a str) -> Option<TokenBucket<'a>> {
+    account.rate_limit.map(|(rate_per_sec, burst)| TokenBucket {
+        name,
+        rate_per_sec,
+        burst,
+    })
+}
+
 /// Which account a message goes through now.
 enum Choice<'a> {
     /// Call `account`; `probe`: its breaker is half open and this call is one of its probes.
@@ -852,20 +881,17 @@ enum Choice<'a> {
 /// breaker is asked last, because a half-open breaker hands out its probe to whoever asks, and
 /// a probe given to a message that then waits would be lost. A token taken from an account
 /// whose breaker then turns out open is the only thing spent on a skipped account.
+///
+/// `candidates` are the message's accounts in that order, and `first` the first one's
+/// admission when it was asked already (with the message's own checks).
 async fn choose<'a>(
     accounts: &'a Accounts,
+    candidates: Vec<&'a Account>,
+    mut first: Option<Admission>,
     cache: &Cache,
     accepted: &MessageAccepted,
-    used_up: impl Fn(&str) -> bool,
     now: DateTime<Utc>,
 ) -> Result<Choice<'a>, ProcessError> {
-    let candidates = accounts.candidates(
-        accepted.channel,
-        &accepted.account,
-        &accepted.tenant,
-        accepted.message_id,
-        used_up,
-    );
     if candidates.is_empty() {
         return Ok(
             if accounts
@@ -891,15 +917,16 @@ async fn choose<'a>(
     };
     for candidate in candidates {
         // The pause, a token and the breaker, in one round trip.
-        let name = format!("account:{}", candidate.id);
-        let bucket = candidate
-            .rate_limit
-            .map(|(rate_per_sec, burst)| TokenBucket {
-                name: &name,
-                rate_per_sec,
-                burst,
-            });
-        match cache.admit(&candidate.id, bucket, now).await? {
+        let admission = match first.take() {
+            Some(admission) => admission,
+            None => {
+                let name = bucket_name(candidate);
+                cache
+                    .admit(&candidate.id, bucket(candidate, &name), now)
+                    .await?
+            }
+        };
+        match admission {
             Admission::Go { probe } => {
                 return Ok(Choice::Send {
                     account: candidate,

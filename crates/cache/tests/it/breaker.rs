@@ -1,8 +1,11 @@
 //! The circuit breaker's contract: it opens on the failure ratio over a rolling window, stays
 //! open for its time, lets a bounded number of probes through, then closes or opens again.
 
+use std::time::Duration;
+
 use cache::{
-    Admission, BreakerPolicy, BreakerState, Cache, PolicyCache, TokenBucket, TokenOutcome,
+    Admission, BreakerPolicy, BreakerState, Cache, DedupMark, PolicyCache, Screen, TokenBucket,
+    TokenOutcome,
 };
 
 use crate::support::{at, both_caches, concurrently, ms};
@@ -20,6 +23,7 @@ both_caches!(
     breakers_are_per_account,
     a_late_clock_and_a_new_window_are_counted_alike,
     admit_checks_the_pause_then_a_token_then_the_breaker,
+    the_first_account_is_asked_only_for_a_message_that_passes,
     successes_reported_together_count_as_many,
 );
 
@@ -330,6 +334,95 @@ async fn admit_checks_the_pause_then_a_token_then_the_breaker(cache: Cache) {
             .await
             .unwrap(),
         TokenOutcome::Taken
+    );
+}
+
+async fn the_first_account_is_asked_only_for_a_message_that_passes(cache: Cache) {
+    let bucket = TokenBucket {
+        name: "account:first",
+        rate_per_sec: 1.0,
+        burst: 1,
+    };
+    let ask = |key: &'static str, owner: &'static str, account: Option<&'static str>, t: i64| {
+        let cache = cache.clone();
+        async move {
+            cache
+                .screen_and_admit(
+                    Some(DedupMark {
+                        key,
+                        owner,
+                        window: Duration::from_secs(60),
+                    }),
+                    None,
+                    account.map(|account| (account, Some(bucket))),
+                    at(t),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        ask("hello", "m1", Some("first"), 0).await,
+        (Screen::Pass, Some(Admission::Go { probe: false }))
+    );
+    // A duplicate: the account is not asked, so it spends no token.
+    assert_eq!(
+        ask("hello", "m2", Some("first"), 1_000).await,
+        (
+            Screen::Duplicate {
+                first_seen_ms: ms(0)
+            },
+            None
+        )
+    );
+    assert_eq!(
+        cache
+            .take_token("account:first", 1.0, 1, at(1_000))
+            .await
+            .unwrap(),
+        TokenOutcome::Taken
+    );
+    // A message that passes hears the account's answer, whatever it is.
+    assert_eq!(
+        ask("other", "m3", Some("first"), 1_000).await,
+        (
+            Screen::Pass,
+            Some(Admission::NoToken {
+                retry_after_ms: 1_000
+            })
+        )
+    );
+    cache.pause("first", ms(9_000), at(2_000)).await.unwrap();
+    assert_eq!(
+        ask("third", "m4", Some("first"), 2_000).await,
+        (
+            Screen::Pass,
+            Some(Admission::Paused {
+                until_ms: ms(9_000)
+            })
+        )
+    );
+    // No account to ask: the screen alone, which still sets the mark.
+    assert_eq!(ask("fourth", "m5", None, 2_000).await, (Screen::Pass, None));
+    assert_eq!(
+        ask("fourth", "m6", None, 2_001).await,
+        (
+            Screen::Duplicate {
+                first_seen_ms: ms(2_000)
+            },
+            None
+        )
+    );
+    // The same steps as screen then admit: an open breaker is the answer.
+    trip(&cache, "second", 10_000).await;
+    assert_eq!(
+        ask("fifth", "m7", Some("second"), 11_000).await,
+        (
+            Screen::Pass,
+            Some(Admission::Open {
+                until_ms: ms(40_000)
+            })
+        )
     );
 }
 
