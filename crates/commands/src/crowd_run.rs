@@ -480,6 +480,7 @@ impl Runner {
                 return Ok(());
             }
             let now = self.now();
+            let metadata = events::metadata_json(&run.metadata);
             let accept = Accept {
                 links: &self.links,
                 tenant: &run.tenant,
@@ -489,7 +490,7 @@ impl Runner {
                 version: &version,
                 send_at: None,
                 now,
-                metadata: &run.metadata,
+                metadata: &metadata,
             };
             let mut appends = Vec::new();
             let mut message_ids = Vec::new();

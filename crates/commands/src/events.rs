@@ -10,12 +10,22 @@ use crate::error::CommandError;
 
 /// Encodes a domain event for the store.
 pub fn encode<E: DomainEvent>(event: &E, metadata: &EventMetadata) -> NewEvent {
+    encode_with(event, &metadata_json(metadata))
+}
+
+/// The metadata as the store keeps it: written once for the many events of one request.
+pub fn metadata_json(metadata: &EventMetadata) -> String {
+    serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Encodes a domain event for the store with metadata already written ([`metadata_json`]).
+pub fn encode_with<E: DomainEvent>(event: &E, metadata_json: &str) -> NewEvent {
     NewEvent {
-        event_id: uuid::Uuid::now_v7(),
+        event_id: domain::ids::uuid_v7(),
         event_type: event.event_type().to_owned(),
         schema_version: E::SCHEMA_VERSION,
-        data: event.encode().to_string(),
-        metadata: serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_owned()),
+        data: event.encode_json(),
+        metadata: metadata_json.to_owned(),
     }
 }
 

@@ -225,6 +225,18 @@ fn prepare(
         .ok_or_else(|| CommandError::internal("a sendable template has info"))?;
     let mut appends = Vec::new();
     let mut sent = Vec::new();
+    let metadata_json = events::metadata_json(metadata);
+    let message = Accept {
+        links: cx.links,
+        tenant,
+        request_id,
+        template_id: request.template_id,
+        info,
+        version,
+        send_at: request.send_at,
+        now,
+        metadata: &metadata_json,
+    };
     for (item_index, item) in request.items.iter().enumerate() {
         let rendered = version.content.render(&item.variables).map_err(|e| {
             CommandError::validation(e.code(), e.to_string()).with("item", item_index)
@@ -239,17 +251,6 @@ fn prepare(
                     .with("receiverIndex", receiver_index)
                     .with("receiver", raw.as_str())
             })?;
-            let message = Accept {
-                links: cx.links,
-                tenant,
-                request_id,
-                template_id: request.template_id,
-                info,
-                version,
-                send_at: request.send_at,
-                now,
-                metadata,
-            };
             let (append, sent_message) = message.one(receiver, &rendered)?;
             appends.push(append);
             sent.push(sent_message);
@@ -267,7 +268,7 @@ fn prepare(
     appends.push(StreamAppend {
         stream_id: send_stream.to_owned(),
         expected: ExpectedVersion::NoStream,
-        events: vec![events::encode(&accepted, metadata)],
+        events: vec![events::encode_with(&accepted, &metadata_json)],
     });
     // The messages join their lanes' dispatch queue in the same commit, so dispatch sees them
     // at once and no shared feed stands before the lanes.
@@ -421,7 +422,8 @@ pub(crate) struct Accept<'a> {
     pub version: &'a TemplateVersion,
     pub send_at: Option<DateTime<Utc>>,
     pub now: DateTime<Utc>,
-    pub metadata: &'a EventMetadata,
+    /// The request's metadata as the store keeps it ([`events::metadata_json`]).
+    pub metadata: &'a str,
 }
 
 impl Accept<'_> {
@@ -456,7 +458,7 @@ impl Accept<'_> {
             expected: ExpectedVersion::NoStream,
             events: accepted
                 .iter()
-                .map(|e| events::encode(e, self.metadata))
+                .map(|e| events::encode_with(e, self.metadata))
                 .collect(),
         };
         Ok((

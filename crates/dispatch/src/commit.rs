@@ -146,7 +146,7 @@ mod tests {
 
     fn event() -> NewEvent {
         NewEvent {
-            event_id: uuid::Uuid::now_v7(),
+            event_id: domain::ids::uuid_v7(),
             event_type: "Test".to_owned(),
             schema_version: 1,
             data: "{}".to_owned(),

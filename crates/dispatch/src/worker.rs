@@ -1157,10 +1157,10 @@ pub(crate) async fn update_queue(
 
 pub(crate) fn encode(event: &MessageEvent, metadata: &EventMetadata) -> NewEvent {
     NewEvent {
-        event_id: uuid::Uuid::now_v7(),
+        event_id: domain::ids::uuid_v7(),
         event_type: event.event_type().to_owned(),
         schema_version: MessageEvent::SCHEMA_VERSION,
-        data: event.encode().to_string(),
+        data: event.encode_json(),
         metadata: serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_owned()),
     }
 }

@@ -3,11 +3,55 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use uuid::{Builder, Uuid};
 
 use crate::wire::excerpt;
+
+/// Bits of a UUID v7 below its timestamp, version and variant aside.
+const TAIL_BITS: u32 = 74;
+
+/// A fresh UUID v7 (RFC 9562): ordered by creation within this process, as `Uuid::now_v7`
+/// promises, with its random bits from the thread's generator. `Uuid::now_v7` made a system
+/// call for random bytes for every id, a tenth of the API's work accepting a batch.
+///
+/// Within a millisecond each id's 74 bits below the timestamp are the last one's plus a random
+/// step of 1 to 2^32 (method 2 of the RFC, monotonic random); a new millisecond starts from 73
+/// random bits, leaving room for 2^41 steps. A clock that goes back keeps the last millisecond.
+pub fn uuid_v7() -> Uuid {
+    static LAST: Mutex<(u64, u128)> = Mutex::new((0, 0));
+    let fresh = || rand::random::<u128>() >> (128 - (TAIL_BITS - 1));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let (millis, tail) = {
+        let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut millis, mut tail) = *last;
+        if now > millis {
+            millis = now;
+            tail = fresh();
+        } else {
+            tail += 1 + u128::from(rand::random::<u32>());
+            if tail >> TAIL_BITS != 0 {
+                millis += 1;
+                tail = fresh();
+            }
+        }
+        *last = (millis, tail);
+        (millis, tail)
+    };
+    // 12 bits beside the version, 62 beside the variant: the builder sets both fields over
+    // the bits left zero here, so ids compare as (millisecond, tail).
+    let rand_a = u16::try_from(tail >> 62).unwrap_or(0x0FFF);
+    let rand_b = u64::try_from(tail & ((1 << 62) - 1)).unwrap_or(0);
+    let mut bytes = [0_u8; 10];
+    bytes[..2].copy_from_slice(&rand_a.to_be_bytes());
+    bytes[2..].copy_from_slice(&rand_b.to_be_bytes());
+    Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid()
+}
 
 /// Why a string is not a valid identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,7 +96,7 @@ macro_rules! uuid_id {
             /// A fresh time-ordered (v7) id.
             /// Only the edges call this; decisions receive ids inside their commands.
             pub fn generate() -> Self {
-                Self(Uuid::now_v7())
+                Self(uuid_v7())
             }
         }
 

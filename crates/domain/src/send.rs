@@ -7,7 +7,9 @@ use serde_json::Value;
 
 use crate::ids::{MessageId, RequestId, TemplateId};
 use crate::receiver::Receiver;
-use crate::wire::{DomainEvent, EventDecodeError, from_payload, to_payload, unsupported_version};
+use crate::wire::{
+    DomainEvent, EventDecodeError, from_payload, to_payload, to_payload_json, unsupported_version,
+};
 
 /// One message a send request made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +52,12 @@ impl DomainEvent for SendEvent {
     fn encode(&self) -> Value {
         match self {
             SendEvent::SendAccepted(e) => to_payload(e),
+        }
+    }
+
+    fn encode_json(&self) -> String {
+        match self {
+            SendEvent::SendAccepted(e) => to_payload_json(e),
         }
     }
 

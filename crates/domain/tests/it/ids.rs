@@ -44,6 +44,46 @@ fn generated_ids_are_time_ordered_v7() {
 }
 
 #[test]
+fn ids_made_together_keep_their_order_and_the_clock() {
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // Many ids a millisecond, from several threads at once: every id is new, and each
+    // thread's ids come out in the order it made them.
+    let threads: Vec<Vec<Uuid>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| (0..20_000).map(|_| ids::uuid_v7()).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut all = std::collections::HashSet::new();
+    for ids in &threads {
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        for id in ids {
+            assert_eq!(id.get_version_num(), 7);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+            let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+            let millis = secs * 1000 + u64::from(nanos) / 1_000_000;
+            // A millisecond may run ahead when one fills up; none does here.
+            assert!(
+                (before..=after + 1).contains(&millis),
+                "{millis} not in {before}..={after}"
+            );
+            assert!(all.insert(*id));
+        }
+    }
+    // Ids of one kind made one after the other compare as they were made.
+    let first = MessageId::generate();
+    let second = MessageId::generate();
+    assert!(first.as_uuid() < second.as_uuid());
+}
+
+#[test]
 fn stream_names() {
     let uuid = Uuid::parse_str(UUID).unwrap();
     assert_eq!(

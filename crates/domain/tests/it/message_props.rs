@@ -61,6 +61,9 @@ proptest! {
         prop_assert_eq!(decoded.as_ref(), Ok(&event));
         // The store keeps the payload as text (JSONB or SQLite TEXT), so go through a string as well.
         let stored: serde_json::Value = serde_json::from_str(&payload.to_string()).unwrap();
-        prop_assert_eq!(MessageEvent::decode(event.event_type(), 1, &stored), Ok(event));
+        prop_assert_eq!(MessageEvent::decode(event.event_type(), 1, &stored), Ok(event.clone()));
+        // The text the store is given is written straight from the event: the same JSON.
+        let written: serde_json::Value = serde_json::from_str(&event.encode_json()).unwrap();
+        prop_assert_eq!(written, payload);
     }
 }

@@ -131,3 +131,28 @@ fn metadata_leaves_out_absent_fields() {
     assert_eq!(serde_json::from_value::<EventMetadata>(json).unwrap(), full);
     assert!(serde_json::from_value::<EventMetadata>(json!({"tenant": "NO"})).is_err());
 }
+
+#[test]
+fn a_send_request_is_written_as_the_same_json_it_encodes_to() {
+    let event = SendEvent::SendAccepted(SendAccepted {
+        request_id: RequestId::parse("order-42").unwrap(),
+        template_id: TemplateId::generate(),
+        template_version: 3,
+        fingerprint: "f".repeat(64),
+        messages: (0..3)
+            .map(|i| SentMessage {
+                message_id: MessageId::generate(),
+                receiver: Receiver::parse(ReceiverIdType::Phone, &format!("+86138123456{i:02}"))
+                    .unwrap(),
+            })
+            .collect(),
+        send_at: Some(t(60)),
+        at: t(0),
+    });
+    let written: serde_json::Value = serde_json::from_str(&event.encode_json()).unwrap();
+    assert_eq!(written, event.encode());
+    assert_eq!(
+        SendEvent::decode("SendAccepted", 1, &written).unwrap(),
+        event
+    );
+}
