@@ -50,6 +50,8 @@ pub struct AppState {
     pub policies: dispatch::live_policy::LivePolicies,
     /// The API keys this server read lately.
     pub keys: Arc<commands::keys::KeyCache>,
+    /// The queries this server parsed lately.
+    pub queries: Arc<crate::graphql::ParsedQueries>,
 }
 
 impl AppState {
@@ -129,6 +131,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             policies: runtime.policies,
             keys: Arc::new(commands::keys::KeyCache::new(commands::keys::KEY_FRESH)),
+            queries: Arc::default(),
         })
     }
 }

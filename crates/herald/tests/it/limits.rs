@@ -35,6 +35,50 @@ async fn a_key_over_its_rate_gets_rate_limited() {
     app.finish().await;
 }
 
+/// The server keeps the queries it parsed; a query asked again is answered and limited exactly
+/// as the first time, and one that does not parse fails alike every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_asked_again_is_checked_again() {
+    let app = spawn("sqlite", |c| c.api.max_depth = 3).await;
+    let key = app.key("acme", "read").await;
+    let other = app.key("other", "read").await;
+    let me = "{ me { tenant } }";
+    for (key, tenant) in [(&key, "acme"), (&other, "other"), (&key, "acme")] {
+        let (status, answer) = app.gql(Some(key), me, json!({})).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["data"]["me"]["tenant"], tenant, "{answer}");
+    }
+    for query in [
+        "{ templates { nodes { versions { content } } } }",
+        "{ me { tenant }",
+    ] {
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            let (status, answer) = app.gql(Some(&key), query, json!({})).await;
+            assert_eq!(status, 200);
+            assert_eq!(
+                answer["errors"][0]["extensions"]["code"], "VALIDATION",
+                "{answer}"
+            );
+            assert!(answer["data"].is_null(), "{answer}");
+            answers.push(answer["errors"][0]["message"].clone());
+        }
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    }
+    // Variables are the request's own, not the kept query's.
+    let query = "query($id: ID!) { message(id: $id) { message { id } } }";
+    let (_, answer) = app.gql(Some(&key), query, json!({ "id": "nope" })).await;
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "VALIDATION",
+        "{answer}"
+    );
+    let id = domain::MessageId::generate().to_string();
+    let (_, answer) = app.gql(Some(&key), query, json!({ "id": id })).await;
+    assert!(answer["errors"].is_null(), "{answer}");
+    assert!(answer["data"]["message"]["message"].is_null(), "{answer}");
+    app.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_and_queries_over_the_limits_are_refused_with_a_code() {
     let app = spawn("sqlite", |c| {
