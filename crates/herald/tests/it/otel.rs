@@ -110,6 +110,11 @@ async fn a_traceparent_is_one_trace_from_the_api_through_dispatch_to_the_supplie
     let reviewer = app.key("acme", "admin").await;
     let sender = app.key("acme", "send,read").await;
     let template = template(&app.client(), &author, &reviewer).await;
+    // `tracing` caches per call site whether any subscriber wants it, for the whole process. A
+    // call site first reached by another test's thread while this test's subscriber was being
+    // set may keep a stale "no one" until the cache is next rebuilt, and then this thread's
+    // spans from it are lost. Rebuild it now that the subscriber is in place.
+    tracing::callsite::rebuild_interest_cache();
     let id = traced_send(app.address, &sender, &template, &hook).await;
     wait_for(&app, &format!("message-{id}"), "MessageDispatched").await;
     // The dispatch span ends just after its last append.
