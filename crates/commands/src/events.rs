@@ -55,8 +55,12 @@ pub async fn append_at<E: DomainEvent>(
 
 /// Decodes a stored event. A row this build cannot read is a server fault, not the caller's.
 pub fn decode<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, CommandError> {
-    let data = recorded.data_json().map_err(CommandError::internal)?;
-    E::decode(&recorded.event_type, recorded.schema_version, &data).map_err(CommandError::internal)
+    E::decode_json(
+        &recorded.event_type,
+        recorded.schema_version,
+        &recorded.data,
+    )
+    .map_err(CommandError::internal)
 }
 
 /// The tenant recorded with an event.

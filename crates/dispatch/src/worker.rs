@@ -297,10 +297,7 @@ fn fold_traced(
     });
     let mut state = MessageState::default();
     for r in recorded {
-        let data = r
-            .data_json()
-            .map_err(|e| ProcessError::Decode(e.to_string()))?;
-        let event = MessageEvent::decode(&r.event_type, r.schema_version, &data)
+        let event = MessageEvent::decode_json(&r.event_type, r.schema_version, &r.data)
             .map_err(|e| ProcessError::Decode(e.to_string()))?;
         state = domain::message_state::apply(state, &event)?;
     }
@@ -999,10 +996,7 @@ async fn template_disabled(store: &Store, template: TemplateId) -> Result<bool, 
         .read_stream(&template.stream_name(), version + 1, 10_000)
         .await?
     {
-        let data = r
-            .data_json()
-            .map_err(|e| ProcessError::Decode(e.to_string()))?;
-        let event = TemplateEvent::decode(&r.event_type, r.schema_version, &data)
+        let event = TemplateEvent::decode_json(&r.event_type, r.schema_version, &r.data)
             .map_err(|e| ProcessError::Decode(e.to_string()))?;
         state = domain::template_aggregate::apply(state, &event)
             .map_err(|e| ProcessError::Decode(e.to_string()))?;

@@ -84,6 +84,21 @@ pub trait DomainEvent: Sized {
         schema_version: u16,
         data: &Value,
     ) -> Result<Self, EventDecodeError>;
+    /// [`decode`](Self::decode) from the stored JSON text. An event of the current schema
+    /// version is read straight into its payload struct; building the `Value` first (a map per
+    /// object) was most of the work of reading the log. Older versions go through the `Value`
+    /// and the upcaster.
+    fn decode_json(
+        event_type: &str,
+        schema_version: u16,
+        data: &str,
+    ) -> Result<Self, EventDecodeError> {
+        Self::decode(
+            event_type,
+            schema_version,
+            &parse_payload(event_type, data)?,
+        )
+    }
 }
 
 /// Serialises an event payload.
@@ -105,6 +120,25 @@ pub(crate) fn from_payload<T: DeserializeOwned>(
     data: &Value,
 ) -> Result<T, EventDecodeError> {
     T::deserialize(data).map_err(|error| EventDecodeError::BadPayload {
+        event_type: event_type.to_owned(),
+        message: error.to_string(),
+    })
+}
+
+/// Reads a current-version payload straight from its JSON text.
+pub(crate) fn from_payload_json<T: DeserializeOwned>(
+    event_type: &str,
+    data: &str,
+) -> Result<T, EventDecodeError> {
+    serde_json::from_str(data).map_err(|error| EventDecodeError::BadPayload {
+        event_type: event_type.to_owned(),
+        message: error.to_string(),
+    })
+}
+
+/// Parses stored JSON text, for an upcaster to rewrite.
+pub(crate) fn parse_payload(event_type: &str, data: &str) -> Result<Value, EventDecodeError> {
+    serde_json::from_str(data).map_err(|error| EventDecodeError::BadPayload {
         event_type: event_type.to_owned(),
         message: error.to_string(),
     })
@@ -253,6 +287,29 @@ macro_rules! event_enum {
                     event_type: $crate::wire::excerpt(event_type),
                 })
             }
+
+            /// [`decode`](Self::decode) from the stored JSON text: the current schema version
+            /// is read straight into its payload struct (the upcaster leaves it as it is), an
+            /// older one through a `Value` and the upcaster.
+            pub fn decode_json(
+                event_type: &str,
+                schema_version: u16,
+                data: &str,
+            ) -> Result<Self, $crate::wire::EventDecodeError> {
+                if schema_version == Self::SCHEMA_VERSION {
+                    $(
+                        if event_type == stringify!($variant) {
+                            return $crate::wire::from_payload_json(event_type, data)
+                                .map(Self::$variant);
+                        }
+                    )+
+                    return Err($crate::wire::EventDecodeError::UnknownType {
+                        event_type: $crate::wire::excerpt(event_type),
+                    });
+                }
+                let data = $crate::wire::parse_payload(event_type, data)?;
+                Self::decode(event_type, schema_version, &data)
+            }
         }
 
         $(
@@ -285,6 +342,14 @@ macro_rules! event_enum {
                 data: &serde_json::Value,
             ) -> Result<Self, $crate::wire::EventDecodeError> {
                 $name::decode(event_type, schema_version, data)
+            }
+
+            fn decode_json(
+                event_type: &str,
+                schema_version: u16,
+                data: &str,
+            ) -> Result<Self, $crate::wire::EventDecodeError> {
+                $name::decode_json(event_type, schema_version, data)
             }
         }
     };

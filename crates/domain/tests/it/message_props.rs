@@ -64,6 +64,13 @@ proptest! {
         prop_assert_eq!(MessageEvent::decode(event.event_type(), 1, &stored), Ok(event.clone()));
         // The text the store is given is written straight from the event: the same JSON.
         let written: serde_json::Value = serde_json::from_str(&event.encode_json()).unwrap();
-        prop_assert_eq!(written, payload);
+        prop_assert_eq!(&written, &payload);
+        // Read straight from the stored text, as projections and dispatch read the log.
+        let text = event.encode_json();
+        prop_assert_eq!(MessageEvent::decode_json(event.event_type(), 1, &text), Ok(event.clone()));
+        prop_assert_eq!(
+            MessageEvent::decode_json(event.event_type(), 1, &payload.to_string()),
+            Ok(event.clone())
+        );
     }
 }

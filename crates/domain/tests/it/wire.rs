@@ -78,6 +78,56 @@ fn decode_errors_are_distinct() {
 }
 
 #[test]
+fn decoding_from_text_fails_as_decoding_from_a_value_does() {
+    let text = shielded().encode_json();
+    let codes = |event_type: &str, version: u16, text: &str| {
+        let from_text = MessageEvent::decode_json(event_type, version, text).map_err(|e| e.code());
+        let value = serde_json::from_str(text);
+        let from_value = value
+            .map_err(|_| "BAD_EVENT_PAYLOAD")
+            .and_then(|v| MessageEvent::decode(event_type, version, &v).map_err(|e| e.code()));
+        assert_eq!(from_text, from_value, "{event_type} v{version} {text}");
+        from_text.err()
+    };
+    assert_eq!(codes("MessageShielded", 1, &text), None);
+    assert_eq!(
+        codes("MessageExploded", 1, &text),
+        Some("UNKNOWN_EVENT_TYPE")
+    );
+    assert_eq!(
+        codes("TemplateCreated", 1, &text),
+        Some("UNKNOWN_EVENT_TYPE")
+    );
+    for version in [0, 2] {
+        assert_eq!(
+            codes("MessageShielded", version, &text),
+            Some("UNSUPPORTED_SCHEMA_VERSION")
+        );
+    }
+    assert_eq!(
+        codes("MessageShielded", 1, r#"{"reason": 7}"#),
+        Some("BAD_EVENT_PAYLOAD")
+    );
+    assert_eq!(
+        codes("MessageShielded", 1, "{not json"),
+        Some("BAD_EVENT_PAYLOAD")
+    );
+    // An unknown type is unknown from text too, whatever its version.
+    assert_eq!(
+        MessageEvent::decode_json("MessageExploded", 2, &text)
+            .unwrap_err()
+            .code(),
+        "UNKNOWN_EVENT_TYPE"
+    );
+    // The text's own receiver check runs as it does from a value.
+    let mut payload = accepted().encode();
+    payload["receiver"]["value"] = json!("not a phone");
+    let error = MessageEvent::decode_json("MessageAccepted", 1, &payload.to_string()).unwrap_err();
+    assert_eq!(error.code(), "BAD_EVENT_PAYLOAD");
+    assert!(!error.to_string().contains("not a phone"), "{error}");
+}
+
+#[test]
 fn a_stored_receiver_that_fails_validation_is_a_bad_payload() {
     let mut payload = accepted().encode();
     payload["receiver"]["value"] = json!("not a phone");
