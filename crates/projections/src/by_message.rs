@@ -15,6 +15,9 @@ pub(crate) async fn select<T>(
 where
     T: for<'r> sqlx::FromRow<'r, PgRow> + for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
 {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     Ok(match tx.conn() {
         TxConn::Postgres(conn) => {
             sqlx::query_as(&format!(

@@ -24,7 +24,7 @@ use domain::{MessageEvent, TemplateContent};
 use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, on_read, on_tx};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::Target;
+use crate::{Decoded, Target};
 
 /// The subscription (and checkpoint) name.
 pub const SUBSCRIPTION: &str = "projection-inbox";
@@ -132,18 +132,28 @@ impl Inbox {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn apply(&self, tx: &mut StoreTx, recorded: &RecordedEvent) -> Result<(), HandlerError> {
+    /// Applies a batch already decoded, event by event.
+    pub(crate) async fn apply(
+        &self,
+        tx: &mut StoreTx,
+        batch: &[Decoded<'_>],
+    ) -> Result<(), HandlerError> {
+        // What an earlier batch left was rolled back with it.
+        self.pending().clear();
+        for decoded in batch {
+            self.apply_one(tx, decoded).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_one(&self, tx: &mut StoreTx, decoded: &Decoded<'_>) -> Result<(), HandlerError> {
         let table = &self.messages;
-        let Some(message_id) = recorded.stream_id.strip_prefix("message-") else {
-            return Ok(());
-        };
+        let (recorded, message_id) = (decoded.recorded, decoded.message_id);
         // Only acceptances of INBOX messages make rows; every other event touches the row of its
         // message, if there is one, so the rest of the log costs one indexed statement or none.
-        let data = recorded.data_json()?;
-        let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
         use MessageEvent as E;
-        let at = event.at().timestamp_millis();
-        let (sql, with_at) = match &event {
+        let at = decoded.event.at().timestamp_millis();
+        let (sql, with_at) = match &decoded.event {
             E::MessageAccepted(e) => {
                 if e.channel != domain::Channel::Inbox {
                     return Ok(());
@@ -230,12 +240,7 @@ impl Inbox {
 
 impl store::Handler for Inbox {
     async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
-        // What an earlier batch left was rolled back with it.
-        self.pending().clear();
-        for recorded in events {
-            self.apply(tx, recorded).await?;
-        }
-        Ok(())
+        self.apply(tx, &crate::decode(events)?).await
     }
 
     async fn committed(&self) {

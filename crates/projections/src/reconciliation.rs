@@ -15,7 +15,7 @@ use domain::MessageEvent;
 use serde_json::json;
 use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, TxConn, on_read};
 
-use crate::Target;
+use crate::{Decoded, Target};
 
 /// The subscription (and checkpoint) name.
 pub const SUBSCRIPTION: &str = "projection-reconciliation";
@@ -162,36 +162,41 @@ fn fold(row: &mut Option<Row>, change: &Change<'_>) {
 }
 
 impl store::Handler for Reconciliation {
+    async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        self.apply(tx, &crate::decode(events)?).await
+    }
+}
+
+impl Reconciliation {
     /// A batch costs at most three statements whatever its size: the rows of the messages it
     /// touches read in one select; then, once the batch is folded here, the rows it removes
     /// deleted in one statement and the rows it makes or changes written in one upsert. A replay
     /// applies batches of thousands of events, so round trips decide its speed.
-    async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
-        let mut decoded = Vec::with_capacity(events.len());
-        for recorded in events {
-            let Some(message_id) = recorded.stream_id.strip_prefix("message-") else {
-                continue;
-            };
-            let data = recorded.data_json()?;
-            let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
-            decoded.push((message_id, event));
-        }
-        let changes: Vec<(&str, Change<'_>)> = decoded
+    pub(crate) async fn apply(
+        &self,
+        tx: &mut StoreTx,
+        batch: &[Decoded<'_>],
+    ) -> Result<(), HandlerError> {
+        let changes: Vec<(&str, u64, Change<'_>)> = batch
             .iter()
-            .filter_map(|(id, event)| Some((*id, change(event)?)))
+            .filter_map(|d| {
+                let change = change(&d.event)?;
+                Some((d.message_id, d.recorded.stream_position, change))
+            })
             .collect();
         if changes.is_empty() {
             return Ok(());
         }
-        let mut ids: Vec<&str> = changes.iter().map(|(id, _)| *id).collect();
+        let mut ids: Vec<&str> = changes.iter().map(|(id, _, _)| *id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let loaded = self.load(tx, &ids).await?;
+        let positions = changes.iter().map(|(id, position, _)| (*id, *position));
+        let loaded = self.load(tx, &crate::continued(positions)).await?;
         let mut rows: HashMap<&str, Option<Row>> = ids
             .iter()
             .map(|id| (*id, loaded.get(*id).cloned()))
             .collect();
-        for (id, change) in &changes {
+        for (id, _, change) in &changes {
             if let Some(row) = rows.get_mut(id) {
                 fold(row, change);
             }

@@ -21,11 +21,10 @@
 use std::time::{Duration, Instant};
 
 use store::{
-    Checkpoint, CheckpointKey, EventStore, Handler as _, HandlerError, RecordedEvent, Store,
-    StoreError, StoreTx, TxConn,
+    Checkpoint, CheckpointKey, EventStore, HandlerError, Store, StoreError, StoreTx, TxConn,
 };
 
-use crate::{Handler, Projection, SHADOW_SUFFIX, Target};
+use crate::{Decoded, Handler, Projection, SHADOW_SUFFIX, Target};
 
 /// Postgres truncates longer identifiers, which would break the renames at the swap.
 const POSTGRES_MAX_NAME: usize = 63;
@@ -235,10 +234,12 @@ async fn fill_together(
             }
             return Ok(());
         }
-        // Read the next batch while this one is written to every projection.
+        // Read the next batch while this one is written to every projection, decoded once
+        // for all of them.
+        let decoded = crate::decode(&batch.events).map_err(ReplayError::Handler)?;
         let (next, written) = tokio::join!(
             store.read_log(batch.next, &filter, batch_size),
-            write_all(store, &replays, &keys, saved, &batch.events, batch.next)
+            write_all(store, &replays, &keys, saved, &decoded, batch.next)
         );
         written?;
         saved = Some(batch.next);
@@ -263,7 +264,7 @@ async fn write_all(
     replays: &[&mut Replay],
     keys: &[CheckpointKey],
     saved: Option<Checkpoint>,
-    events: &[RecordedEvent],
+    events: &[Decoded<'_>],
     next: Checkpoint,
 ) -> Result<(), ReplayError> {
     if matches!(store, Store::Postgres(_)) {
@@ -560,7 +561,7 @@ impl Replay {
         &self,
         key: &CheckpointKey,
         saved: Option<Checkpoint>,
-        events: &[RecordedEvent],
+        events: &[Decoded<'_>],
         next: Checkpoint,
     ) -> Result<(), ReplayError> {
         let mut tx: StoreTx = self.store.begin().await?;
@@ -572,7 +573,7 @@ impl Replay {
                 .await?;
         }
         self.handler
-            .handle(&mut tx, events)
+            .apply(&mut tx, events)
             .await
             .map_err(ReplayError::Handler)?;
         self.store

@@ -30,7 +30,7 @@ use domain::{MessageEvent, ReceiptOutcome};
 use serde_json::json;
 use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, TxConn, on_read};
 
-use crate::Target;
+use crate::{Decoded, Target};
 
 /// The subscription (and checkpoint) name.
 pub const SUBSCRIPTION: &str = "projection-stats";
@@ -432,31 +432,37 @@ fn json_values(n: usize) -> String {
 }
 
 impl store::Handler for Stats {
+    async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        self.apply(tx, &crate::decode(events)?).await
+    }
+}
+
+impl Stats {
     /// A batch costs at most three statements whatever its size: what is remembered of the
     /// messages it goes on with, read in one select; then, once the batch is folded here, the
     /// messages that changed written in one upsert and the counter moves added in another. A
     /// message can have many events in a batch and a counter row many moves: each is written
     /// once, with the sum. A replay applies batches of thousands of events, so round trips decide
     /// its speed.
-    async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
-        let mut steps = Vec::with_capacity(events.len());
+    pub(crate) async fn apply(
+        &self,
+        tx: &mut StoreTx,
+        batch: &[Decoded<'_>],
+    ) -> Result<(), HandlerError> {
+        let mut steps = Vec::with_capacity(batch.len());
         // Each message of the batch: what is remembered of it, and whether that changed.
         let mut messages: HashMap<&str, (Option<Seen>, bool)> = HashMap::new();
         let mut remembered: Vec<&str> = Vec::new();
-        for recorded in events {
-            let Some(message_id) = recorded.stream_id.strip_prefix("message-") else {
-                continue;
-            };
-            let data = recorded.data_json()?;
-            let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
+        for decoded in batch {
+            let message_id = decoded.message_id;
             if !messages.contains_key(message_id) {
                 messages.insert(message_id, (None, false));
                 // A stream's first event is its acceptance: nothing is remembered of it yet.
-                if recorded.stream_position != 1 {
+                if decoded.recorded.stream_position != 1 {
                     remembered.push(message_id);
                 }
             }
-            steps.push((message_id, event));
+            steps.push((message_id, &decoded.event));
         }
         remembered.sort_unstable();
         for (message_id, seen) in self.load(tx, &remembered).await? {

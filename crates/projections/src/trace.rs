@@ -14,8 +14,8 @@ use domain::{MessageEvent, ReceiptOutcome};
 use serde_json::json;
 use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, TxConn, on_read};
 
-use crate::Target;
 use crate::lag::Lag;
+use crate::{Decoded, Target, continued};
 
 /// The subscription (and checkpoint) name.
 pub const SUBSCRIPTION: &str = "projection-trace";
@@ -80,33 +80,38 @@ pub fn kind(event: &MessageEvent) -> &'static str {
 }
 
 impl store::Handler for Trace {
+    async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        self.apply(tx, &crate::decode(events)?).await
+    }
+}
+
+impl Trace {
     /// A batch costs three statements whatever its size: its timeline rows in one insert, the
     /// trace rows it touches read in one select, then folded here and written back in one
     /// upsert. A replay applies batches of thousands of events, so round trips decide its speed.
-    async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
-        let mut steps = Vec::with_capacity(events.len());
-        for recorded in events {
-            let Some(message_id) = recorded.stream_id.strip_prefix("message-") else {
-                continue;
-            };
-            let data = recorded.data_json()?;
-            let event = MessageEvent::decode(&recorded.event_type, recorded.schema_version, &data)?;
+    pub(crate) async fn apply(
+        &self,
+        tx: &mut StoreTx,
+        batch: &[Decoded<'_>],
+    ) -> Result<(), HandlerError> {
+        let mut steps = Vec::with_capacity(batch.len());
+        for decoded in batch {
+            let recorded = decoded.recorded;
             steps.push(Step {
-                message_id,
+                message_id: decoded.message_id,
+                position: recorded.stream_position,
                 seq: i64::try_from(recorded.stream_position)?,
-                at: event.at().timestamp_millis(),
+                at: decoded.event.at().timestamp_millis(),
                 detail: &recorded.data,
-                event,
+                event: &decoded.event,
             });
         }
         if steps.is_empty() {
             return Ok(());
         }
         self.insert_timeline(tx, &steps).await?;
-        let mut ids: Vec<&str> = steps.iter().map(|s| s.message_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut rows = self.load(tx, &ids).await?;
+        let continued = continued(steps.iter().map(|s| (s.message_id, s.position)));
+        let mut rows = self.load(tx, &continued).await?;
         let mut changed: Vec<&str> = Vec::new();
         for step in &steps {
             if fold(&mut rows, step) {
@@ -124,11 +129,13 @@ impl store::Handler for Trace {
 struct Step<'a> {
     message_id: &'a str,
     /// The event's position in the message's stream.
+    position: u64,
+    /// The same, as the timeline keeps it.
     seq: i64,
     at: i64,
     /// The event's data, as JSON.
     detail: &'a str,
-    event: MessageEvent,
+    event: &'a MessageEvent,
 }
 
 /// A row of `message_trace`.
@@ -261,7 +268,7 @@ impl Trace {
                 for step in steps {
                     ids.push(step.message_id);
                     seqs.push(step.seq);
-                    kinds.push(kind(&step.event));
+                    kinds.push(kind(step.event));
                     ats.push(step.at);
                     details.push(step.detail);
                 }
@@ -281,7 +288,7 @@ impl Trace {
             TxConn::Sqlite(conn) => {
                 let rows: Vec<serde_json::Value> = steps
                     .iter()
-                    .map(|s| json!([s.message_id, s.seq, kind(&s.event), s.at, s.detail]))
+                    .map(|s| json!([s.message_id, s.seq, kind(s.event), s.at, s.detail]))
                     .collect();
                 sqlx::query(&format!(
                     "INSERT INTO {timeline} (message_id, seq, kind, at, detail) \
@@ -302,6 +309,9 @@ impl Trace {
         tx: &mut StoreTx,
         ids: &[&str],
     ) -> Result<HashMap<String, TraceRow>, HandlerError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
         let trace = &self.trace;
         let rows = match tx.conn() {
             TxConn::Postgres(conn) => {
