@@ -94,7 +94,7 @@ pub enum Command {
         /// The projection to rebuild (`trace`...).
         #[arg(long, required_unless_present = "all", conflicts_with = "all")]
         projection: Option<String>,
-        /// Rebuild every projection, one after the other.
+        /// Rebuild every projection, reading the log once for all of them.
         #[arg(long)]
         all: bool,
         /// Events applied per transaction.

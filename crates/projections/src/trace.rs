@@ -1,6 +1,8 @@
 //! The message trace: one row per message (`message_trace`) with its status, where it went and
 //! how often it was tried and clicked, and its timeline (`message_timeline`), one row per event
 //! in stream order. It answers `message(id)` and the customer-service list `messages(filter)`.
+//! A timeline row keeps the kind and the time; what the event said (an entry's `detail`) is
+//! read from the log by the row's key when a message is shown, not copied beside it.
 //!
 //! Written by the `projection-trace` subscription through the transaction that moves its
 //! checkpoint, so each event is applied exactly once. The status follows the domain's rules
@@ -102,7 +104,6 @@ impl Trace {
                 position: recorded.stream_position,
                 seq: i64::try_from(recorded.stream_position)?,
                 at: decoded.event.at().timestamp_millis(),
-                detail: &recorded.data,
                 event: &decoded.event,
             });
         }
@@ -133,8 +134,6 @@ struct Step<'a> {
     /// The same, as the timeline keeps it.
     seq: i64,
     at: i64,
-    /// The event's data, as JSON.
-    detail: &'a str,
     event: &'a MessageEvent,
 }
 
@@ -264,35 +263,32 @@ impl Trace {
                 let mut seqs = Vec::with_capacity(steps.len());
                 let mut kinds = Vec::with_capacity(steps.len());
                 let mut ats = Vec::with_capacity(steps.len());
-                let mut details = Vec::with_capacity(steps.len());
                 for step in steps {
                     ids.push(step.message_id);
                     seqs.push(step.seq);
                     kinds.push(kind(step.event));
                     ats.push(step.at);
-                    details.push(step.detail);
                 }
                 sqlx::query(&format!(
-                    "INSERT INTO {timeline} (message_id, seq, kind, at, detail) \
-                     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[]) \
+                    "INSERT INTO {timeline} (message_id, seq, kind, at) \
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[]) \
                      ON CONFLICT (message_id, seq) DO NOTHING"
                 ))
                 .bind(ids)
                 .bind(seqs)
                 .bind(kinds)
                 .bind(ats)
-                .bind(details)
                 .execute(conn)
                 .await?;
             }
             TxConn::Sqlite(conn) => {
                 let rows: Vec<serde_json::Value> = steps
                     .iter()
-                    .map(|s| json!([s.message_id, s.seq, kind(s.event), s.at, s.detail]))
+                    .map(|s| json!([s.message_id, s.seq, kind(s.event), s.at]))
                     .collect();
                 sqlx::query(&format!(
-                    "INSERT INTO {timeline} (message_id, seq, kind, at, detail) \
-                     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
+                    "INSERT INTO {timeline} (message_id, seq, kind, at) \
+                     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 \
                      FROM json_each($1) WHERE true ON CONFLICT (message_id, seq) DO NOTHING"
                 ))
                 .bind(serde_json::Value::Array(rows).to_string())
@@ -542,14 +538,20 @@ pub async fn message_of_any_tenant(
     find(store, None, message_id).await
 }
 
-/// The columns of `message_trace` as `t.`, then the timeline's.
-fn joined_columns() -> String {
+/// The columns of `message_trace` as `t.`, then the timeline's (`l.`) with each entry's
+/// detail: the event's data, read from the log by its key. `data` is the column as text (the
+/// store's `jsonb` on Postgres). A scalar subquery, so each entry is one lookup of the log's
+/// primary key whatever the planner knows of the tables.
+fn joined_columns(data: &str) -> String {
     let trace = COLUMNS
         .split(", ")
         .map(|c| format!("t.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    format!("{trace}, l.kind, l.at, l.detail")
+    format!(
+        "{trace}, l.kind, l.at, (SELECT {data} FROM events e \
+         WHERE e.stream_id = 'message-' || l.message_id AND e.stream_position = l.seq)"
+    )
 }
 
 /// A timeline entry's columns, empty when the message has no timeline yet.
@@ -616,7 +618,10 @@ async fn find(
         "SELECT {} FROM message_trace t \
          LEFT JOIN message_timeline l ON l.message_id = t.message_id \
          WHERE t.message_id = $1 {} ORDER BY l.seq",
-        joined_columns(),
+        joined_columns(match store {
+            Store::Postgres(_) => "e.data::text",
+            Store::Sqlite(_) => "e.data",
+        }),
         if tenant.is_some() {
             "AND t.tenant_id = $2"
         } else {
@@ -660,7 +665,7 @@ pub async fn message_as_of(
              FROM message_trace t LEFT JOIN message_timeline l ON l.message_id = t.message_id \
              WHERE t.message_id = $3 AND t.tenant_id = $4) m ON true ORDER BY m.seq",
             crate::lag::POSTGRES_LAG,
-            joined_columns()
+            joined_columns("e.data::text")
         )
     });
     use sqlx::Row as _;

@@ -73,6 +73,11 @@ const POSTGRES: &[Source] = &[
         "declarative HTTP suppliers",
         include_str!("../../../migrations/postgres/0013_http_suppliers.sql"),
     ),
+    (
+        14,
+        "timeline details read from the log",
+        include_str!("../../../migrations/postgres/0014_timeline_without_detail.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[
@@ -140,6 +145,11 @@ const SQLITE: &[Source] = &[
         13,
         "declarative HTTP suppliers",
         include_str!("../../../migrations/sqlite/0013_http_suppliers.sql"),
+    ),
+    (
+        14,
+        "timeline details read from the log",
+        include_str!("../../../migrations/sqlite/0014_timeline_without_detail.sql"),
     ),
 ];
 
