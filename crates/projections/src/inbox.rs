@@ -17,6 +17,7 @@
 //! Sensitive words masked at dispatch are not in the log (`MessageDispatched` records only how
 //! many), so the inbox shows the text as accepted, and `masked_words` says how many were masked.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -24,7 +25,7 @@ use domain::{MessageEvent, TemplateContent};
 use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, on_read, on_tx};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::{Decoded, Target};
+use crate::{Decoded, Target, continued};
 
 /// The subscription (and checkpoint) name.
 pub const SUBSCRIPTION: &str = "projection-inbox";
@@ -132,7 +133,8 @@ impl Inbox {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Applies a batch already decoded, event by event.
+    /// Applies a batch already decoded, event by event, to the messages that have (or in this
+    /// batch gain) a row.
     pub(crate) async fn apply(
         &self,
         tx: &mut StoreTx,
@@ -140,17 +142,49 @@ impl Inbox {
     ) -> Result<(), HandlerError> {
         // What an earlier batch left was rolled back with it.
         self.pending().clear();
+        let kept = self.kept(tx, batch).await?;
         for decoded in batch {
-            self.apply_one(tx, decoded).await?;
+            if kept.contains(decoded.message_id) {
+                self.apply_one(tx, decoded).await?;
+            }
         }
         Ok(())
+    }
+
+    /// The messages of `batch` whose events can touch a row: those accepted here for the INBOX
+    /// channel, and those begun in an earlier batch that have a row (read in one statement).
+    /// Only an INBOX acceptance makes a row, and it is its stream's first event, so no other
+    /// message can have one. Every dispatch of every channel was an `UPDATE` that found nothing,
+    /// a round trip per event, and most of this projection's share of a replay.
+    async fn kept<'a>(
+        &self,
+        tx: &mut StoreTx,
+        batch: &[Decoded<'a>],
+    ) -> Result<HashSet<&'a str>, HandlerError> {
+        let mut kept: HashSet<&str> = batch
+            .iter()
+            .filter(|d| {
+                matches!(&d.event, MessageEvent::MessageAccepted(e) if e.channel == domain::Channel::Inbox)
+            })
+            .map(|d| d.message_id)
+            .collect();
+        let earlier = continued(
+            batch
+                .iter()
+                .map(|d| (d.message_id, d.recorded.stream_position)),
+        );
+        let rows: Vec<(String,)> =
+            crate::by_message::select(tx, "message_id", &self.messages, &earlier).await?;
+        let rows: HashSet<String> = rows.into_iter().map(|(id,)| id).collect();
+        kept.extend(earlier.into_iter().filter(|id| rows.contains(*id)));
+        Ok(kept)
     }
 
     async fn apply_one(&self, tx: &mut StoreTx, decoded: &Decoded<'_>) -> Result<(), HandlerError> {
         let table = &self.messages;
         let (recorded, message_id) = (decoded.recorded, decoded.message_id);
         // Only acceptances of INBOX messages make rows; every other event touches the row of its
-        // message, if there is one, so the rest of the log costs one indexed statement or none.
+        // message (`apply` calls this only for messages that have one).
         use MessageEvent as E;
         let at = decoded.event.at().timestamp_millis();
         let (sql, with_at) = match &decoded.event {

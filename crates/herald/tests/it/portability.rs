@@ -117,8 +117,9 @@ fn canonical(value: Value) -> Value {
 }
 
 /// The rows of a read table as backend-independent text, sorted: each row a JSON object of its
-/// columns, with booleans as 0 or 1 (SQLite has no booleans) and JSON kept in a text column
-/// (the timeline's `detail`) parsed, since each backend writes the event's JSON its own way.
+/// columns, with booleans as 0 or 1 (SQLite has no booleans), JSON kept in a text column parsed,
+/// since each backend writes JSON its own way, and without the inbox's `delivered_tx`: a log
+/// place's transaction id is the store's own (SQLite has none and writes 0).
 async fn rows(store: &Store, table: &str) -> Vec<String> {
     let raw: Vec<String> = match store {
         Store::Postgres(s) => {
@@ -152,6 +153,7 @@ async fn rows(store: &Store, table: &str) -> Vec<String> {
             };
             let columns = columns
                 .into_iter()
+                .filter(|(name, _)| name != "delivered_tx")
                 .map(|(name, value)| {
                     let value = match value {
                         Value::Bool(b) => json!(i64::from(b)),

@@ -54,6 +54,14 @@ pub(crate) fn message(
             "sms-main",
             "tencent",
         )
+    } else if i % 7 == 4 {
+        // The inbox projection keeps rows for these alone.
+        (
+            Channel::Inbox,
+            Receiver::parse(ReceiverIdType::UserId, &format!("user-{}", i % 50)).unwrap(),
+            "inbox",
+            "inbox",
+        )
     } else {
         (
             Channel::Webhook,
