@@ -1,12 +1,13 @@
 //! Channel accounts: the configured supplier accounts, and which one a message goes through.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use domain::{AccountSpec, Channel, MessageId, TenantId};
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::aliyun::AliyunSmsSupplier;
 use crate::declarative::HttpSupplier;
@@ -229,26 +230,133 @@ pub struct Accounts {
 ///
 /// [`current`]: LiveAccounts::current
 #[derive(Clone)]
-pub struct LiveAccounts(watch::Receiver<Accounts>);
+pub struct LiveAccounts {
+    current: watch::Receiver<Accounts>,
+    /// How to ask whoever publishes the set to look at the store now; none for a fixed set.
+    asks: Option<Arc<Asks>>,
+    /// Names the store was asked about lately and does not know (a template may name an
+    /// account group rather than an account), with when: not asked again for [`UNKNOWN_FOR`].
+    unknown: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+/// How long a name the store did not know is not asked about again.
+const UNKNOWN_FOR: Duration = Duration::from_secs(1);
+
+/// How long [`LiveAccounts::reloaded`] waits for the store to be looked at.
+const RELOAD_WAIT: Duration = Duration::from_secs(1);
 
 impl LiveAccounts {
     /// Accounts that never change (tests, tools).
     pub fn fixed(accounts: Accounts) -> LiveAccounts {
-        LiveAccounts(watch::channel(accounts).1)
+        LiveAccounts {
+            current: watch::channel(accounts).1,
+            asks: None,
+            unknown: Arc::default(),
+        }
     }
 
-    /// Follows the accounts a sender publishes.
-    pub fn follow(receiver: watch::Receiver<Accounts>) -> LiveAccounts {
-        LiveAccounts(receiver)
+    /// Follows the accounts a sender publishes; `asks` reach the task that publishes them.
+    pub fn follow(receiver: watch::Receiver<Accounts>, asks: Arc<Asks>) -> LiveAccounts {
+        LiveAccounts {
+            current: receiver,
+            asks: Some(asks),
+            unknown: Arc::default(),
+        }
     }
 
     pub fn current(&self) -> Accounts {
-        self.0.borrow().clone()
+        self.current.borrow().clone()
+    }
+
+    /// The current set, for a message that names `id`. When this process has not heard of
+    /// `id` (an account created at run time since the last poll, say), the store is looked at
+    /// first (waiting at most a second), so that the message is not sent through another
+    /// account of its channel meanwhile. A name the store did not know either (an account
+    /// group) is not asked about again for a second.
+    pub async fn knowing(&self, id: &str) -> Accounts {
+        let current = self.current();
+        let Some(asks) = &self.asks else {
+            return current;
+        };
+        if current.find(id).is_some() || self.lately_unknown(id) {
+            return current;
+        }
+        asks.ask(RELOAD_WAIT).await;
+        let current = self.current();
+        if current.find(id).is_none() {
+            self.unknown
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id.to_owned(), Instant::now());
+        }
+        current
+    }
+
+    fn lately_unknown(&self, id: &str) -> bool {
+        let mut unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
+        unknown.retain(|_, at| at.elapsed() < UNKNOWN_FOR);
+        unknown.contains_key(id)
     }
 
     /// Waits for the next change; `false` once no sender is left.
     pub async fn changed(&mut self) -> bool {
-        self.0.changed().await.is_ok()
+        self.current.changed().await.is_ok()
+    }
+}
+
+/// Asks to look at the store now, between a task that follows it on a poll and the holders of
+/// what it publishes. A holder's ask is answered by the first check that began after it; checks
+/// are shared, so many asks at once cost one.
+#[derive(Debug)]
+pub struct Asks {
+    /// Asks made so far.
+    asked: AtomicU64,
+    wake: Notify,
+    /// The asks the latest finished check answered (every ask up to this number).
+    answered: watch::Sender<u64>,
+}
+
+impl Default for Asks {
+    fn default() -> Self {
+        Asks {
+            asked: AtomicU64::new(0),
+            wake: Notify::new(),
+            answered: watch::channel(0).0,
+        }
+    }
+}
+
+impl Asks {
+    /// A holder: asks, and waits until a check begun after the ask has finished (at most
+    /// `limit`).
+    pub async fn ask(&self, limit: Duration) {
+        let mine = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut answered = self.answered.subscribe();
+        self.wake.notify_one();
+        let _ = tokio::time::timeout(limit, answered.wait_for(|&n| n >= mine)).await;
+    }
+
+    /// The follower: waits for `poll` to pass or for an ask, whichever comes first.
+    pub async fn next(&self, poll: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            () = self.wake.notified() => {}
+        }
+    }
+
+    /// The follower, as a check begins: the asks it will answer.
+    pub fn begin(&self) -> u64 {
+        self.asked.load(Ordering::SeqCst)
+    }
+
+    /// The follower, once the check begun at `begun` has finished (whatever it found) and
+    /// what it loaded is published.
+    pub fn answer(&self, begun: u64) {
+        self.answered.send_if_modified(|n| {
+            let moved = begun > *n;
+            *n = (*n).max(begun);
+            moved
+        });
     }
 }
 
@@ -485,6 +593,79 @@ mod tests {
             rate_limit_burst: None,
             http_supplier: None,
         }
+    }
+
+    /// A follower as the server runs one: a check on every poll or ask, publishing `next` at
+    /// its first check; answers how many checks it made.
+    fn follower(
+        asks: Arc<Asks>,
+        sender: watch::Sender<Accounts>,
+        next: Accounts,
+    ) -> Arc<AtomicU64> {
+        let checks = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&checks);
+        tokio::spawn(async move {
+            loop {
+                asks.next(Duration::from_secs(3_600)).await;
+                let begun = asks.begin();
+                counted.fetch_add(1, Ordering::SeqCst);
+                sender.send_replace(next.clone());
+                asks.answer(begun);
+            }
+        });
+        checks
+    }
+
+    #[tokio::test]
+    async fn an_unknown_account_is_looked_up_before_the_message_goes_elsewhere() {
+        let tokens = Tokens::in_process();
+        let before = Accounts::from_config(&[account("a", 1)], &tokens).expect("accounts");
+        let after = Accounts::from_config(&[account("a", 1), account("new", 1)], &tokens)
+            .expect("accounts");
+        let (sender, receiver) = watch::channel(before);
+        let asks = Arc::new(Asks::default());
+        let live = LiveAccounts::follow(receiver, Arc::clone(&asks));
+        let checks = follower(asks, sender, after);
+
+        // A known account asks nothing.
+        assert!(live.knowing("a").await.find("a").is_some());
+        assert_eq!(checks.load(Ordering::SeqCst), 0);
+        // An account created since the last poll is found at once, not after the hour's poll.
+        let started = Instant::now();
+        assert!(live.knowing("new").await.find("new").is_some());
+        assert!(started.elapsed() < RELOAD_WAIT, "{:?}", started.elapsed());
+        assert_eq!(checks.load(Ordering::SeqCst), 1);
+        // A name the store does not know either (a group) is asked about once a second only.
+        assert!(live.knowing("group").await.find("group").is_none());
+        assert_eq!(checks.load(Ordering::SeqCst), 2);
+        assert!(live.knowing("group").await.find("group").is_none());
+        assert_eq!(checks.load(Ordering::SeqCst), 2);
+        // A fixed set never asks.
+        let fixed = LiveAccounts::fixed(live.current());
+        assert!(fixed.knowing("other").await.find("other").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_ask_is_answered_by_a_check_begun_after_it() {
+        let asks = Arc::new(Asks::default());
+        // A check begins; then a holder asks.
+        let earlier = asks.begin();
+        let waiter = tokio::spawn({
+            let asks = Arc::clone(&asks);
+            async move { asks.ask(Duration::from_secs(30)).await }
+        });
+        while asks.begin() == earlier {
+            tokio::task::yield_now().await;
+        }
+        // The check that began before the ask may have missed what the holder wants to see.
+        asks.answer(earlier);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        // The next one answers it.
+        let started = Instant::now();
+        asks.answer(asks.begin());
+        waiter.await.expect("the waiter");
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

@@ -395,6 +395,15 @@ async fn process_loaded(
     let Some(accepted) = state.accepted.clone() else {
         return finish(store, &stream, Next::Remove).await;
     };
+    // An account this process has not heard of may have been created since the last poll:
+    // the store is asked before the message goes through another of its channel's accounts.
+    let known;
+    let accounts = if accounts.find(&accepted.account).is_some() {
+        accounts
+    } else {
+        known = shared.accounts.knowing(&accepted.account).await;
+        &known
+    };
     // The tenant's and the template's live policy over the configured options.
     let resolved =
         options

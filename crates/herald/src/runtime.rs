@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use commands::accounts::{AccountCatalog, ConfiguredAccount, LiveAccount};
 use commands::secrets::Keyring;
-use dispatch::accounts::{AccountConfig, Accounts, LiveAccounts};
+use dispatch::accounts::{AccountConfig, Accounts, Asks, LiveAccounts};
 use dispatch::live_policy::{LivePolicies, PolicyTable};
 use dispatch::tokens::Tokens;
 use domain::http_supplier::{DryRunReport, DryRunRequest, HttpSupplierSpec};
@@ -166,9 +166,11 @@ pub async fn watch_accounts(
     tokens: Tokens,
     poll: Duration,
 ) -> anyhow::Result<LiveAccounts> {
+    let asks = Arc::new(Asks::default());
     let receiver = follow(
         store,
         poll,
+        Arc::clone(&asks),
         "the run-time channel accounts",
         // A changed definition changes the accounts that use it.
         |store| async move {
@@ -183,15 +185,16 @@ pub async fn watch_accounts(
         },
     )
     .await?;
-    Ok(LiveAccounts::follow(receiver))
+    Ok(LiveAccounts::follow(receiver, asks))
 }
 
 /// Loads `what` and reloads it whenever its fingerprint in the store moves, checked every
-/// `poll`; a failed check or load is logged and the current value kept. Ends when every
-/// receiver is dropped.
+/// `poll` and whenever `asks` asks; a failed check or load is logged and the current value
+/// kept. Ends when every receiver is dropped.
 async fn follow<T, P, F, FFut, L, LFut>(
     store: Store,
     poll: Duration,
+    asks: Arc<Asks>,
     what: &'static str,
     fingerprint: F,
     load: L,
@@ -212,8 +215,9 @@ where
         loop {
             tokio::select! {
                 () = sender.closed() => return,
-                () = tokio::time::sleep(poll) => {}
+                () = asks.next(poll) => {}
             }
+            let begun = asks.begin();
             match fingerprint(store.clone()).await {
                 Ok(now) if now == seen => {}
                 Ok(now) => match load(store.clone()).await {
@@ -226,6 +230,7 @@ where
                 },
                 Err(error) => tracing::warn!(%error, "checking {what} failed"),
             }
+            asks.answer(begun);
         }
     });
     Ok(receiver)
@@ -247,6 +252,8 @@ pub async fn watch_policies(store: Store, poll: Duration) -> anyhow::Result<Live
     let receiver = follow(
         store,
         poll,
+        // No one asks: the policy applies from the next poll.
+        Arc::new(Asks::default()),
         "the live policy",
         |store| async move { commands::policies::fingerprint(&store).await },
         |store| async move { load_policies(&store).await },
