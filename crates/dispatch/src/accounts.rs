@@ -242,7 +242,7 @@ pub struct LiveAccounts {
 /// How long a name the store did not know is not asked about again.
 const UNKNOWN_FOR: Duration = Duration::from_secs(1);
 
-/// How long [`LiveAccounts::reloaded`] waits for the store to be looked at.
+/// How long [`LiveAccounts::knowing`] waits for the store to be looked at.
 const RELOAD_WAIT: Duration = Duration::from_secs(1);
 
 impl LiveAccounts {
