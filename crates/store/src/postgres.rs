@@ -25,6 +25,8 @@ use crate::types::{
 #[derive(Debug, Clone)]
 pub struct PgOptions {
     pub max_connections: u32,
+    /// Connections opened before `connect` returns and kept open (0: opened as needed).
+    pub min_connections: u32,
     /// Postgres ends a session idle inside a transaction after this long. A stuck transaction
     /// holds back every log reader (they read below the oldest running one), so it must end.
     pub idle_in_transaction_timeout: Duration,
@@ -38,6 +40,7 @@ impl Default for PgOptions {
     fn default() -> Self {
         PgOptions {
             max_connections: 16,
+            min_connections: 0,
             idle_in_transaction_timeout: Duration::from_secs(30),
             notify_channel: "herald_events".to_owned(),
             notify_debounce: Duration::from_millis(20),
@@ -155,6 +158,7 @@ impl PgStore {
             .await?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
+            .min_connections(options.min_connections)
             .acquire_timeout(Duration::from_secs(10))
             // The pool's default pings every connection it hands out: a round trip before
             // every statement, which a profile of dispatch found costing more than its claims.

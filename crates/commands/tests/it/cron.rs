@@ -303,6 +303,33 @@ async fn zone_moves_the_firing(hold: Hold, store: Store) {
     );
 }
 
+/// Ends the whole test process, loudly, when a paused test has not finished in two minutes of
+/// real time: a wait on the paused clock that the test does not move would otherwise hang the
+/// run with no word of which test or why.
+pub(crate) struct Watchdog(std::sync::mpsc::Sender<()>);
+
+pub(crate) fn watchdog(test: &'static str) -> Watchdog {
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            finished.recv_timeout(Duration::from_secs(120))
+        {
+            eprintln!(
+                "{test}: not finished after 120 s of real time; it is waiting on a timer of the \
+                 paused clock that nothing moves. Ending the test process."
+            );
+            std::process::exit(101);
+        }
+    });
+    Watchdog(done)
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
 /// The paused tests run on a current-thread runtime (tokio can only pause that one).
 macro_rules! paused_on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -310,8 +337,9 @@ macro_rules! paused_on_both_backends {
             $(
                 #[tokio::test(start_paused = true)]
                 async fn $name() {
+                    let _watchdog = super::watchdog(concat!("cron::postgres::", stringify!($name)));
                     let hold = super::hold_clock();
-                    let t = crate::support::postgres().await;
+                    let t = crate::support::postgres_paused().await;
                     super::$name(hold.clone(), t.store.clone()).await;
                     t.cleanup().await;
                     drop(hold);
@@ -322,6 +350,7 @@ macro_rules! paused_on_both_backends {
             $(
                 #[tokio::test(start_paused = true)]
                 async fn $name() {
+                    let _watchdog = super::watchdog(concat!("cron::sqlite::", stringify!($name)));
                     let hold = super::hold_clock();
                     let t = crate::support::sqlite().await;
                     super::$name(hold.clone(), t.store.clone()).await;

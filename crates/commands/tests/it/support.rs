@@ -41,6 +41,27 @@ pub fn admin_url() -> String {
 /// A migrated Postgres store on a database of its own. Panics, loudly, when Postgres is down:
 /// a test that needs it must never pass without it.
 pub async fn postgres() -> TestStore {
+    postgres_with(PgOptions {
+        max_connections: 8,
+        ..PgOptions::default()
+    })
+    .await
+}
+
+/// A Postgres store for a test on tokio's paused clock: all its connections are opened before
+/// the test begins and kept. A connection opened later, on a server that says it has too many
+/// clients, waits to retry on a timer of the paused clock, which only the test moves: that wait
+/// never ends.
+pub async fn postgres_paused() -> TestStore {
+    postgres_with(PgOptions {
+        max_connections: 4,
+        min_connections: 4,
+        ..PgOptions::default()
+    })
+    .await
+}
+
+async fn postgres_with(options: PgOptions) -> TestStore {
     let admin = admin_url();
     let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
         panic!(
@@ -57,10 +78,6 @@ pub async fn postgres() -> TestStore {
     let url = match admin.rfind('/') {
         Some(slash) => format!("{}/{name}", &admin[..slash]),
         None => panic!("HERALD_TEST_DATABASE_URL has no database part: {admin}"),
-    };
-    let options = PgOptions {
-        max_connections: 8,
-        ..PgOptions::default()
     };
     let store = PgStore::connect(&url, options).await.unwrap();
     store.migrate().await.unwrap();
