@@ -6,7 +6,8 @@
 //! - `batch_send`: messages accepted per second through `batchSend`;
 //! - `dispatch`: messages per second from accepted to dispatched, dedup and rate limits on;
 //! - `projections`: how fast the live projections catch up with the log;
-//! - `message`: `message(id)` p50 and p99 with the store at `--store-size` messages;
+//! - `message`: `message(id)` p50 and p99 with the store at `--store-size` messages, from
+//!   `--concurrency` clients and from one (`one_client`);
 //! - `replay`: events per second of `herald replay --all`;
 //! - `ceiling`: a raw batched insert into a copy of the events table, and the `batchSend`
 //!   accept rate as a fraction of it;
@@ -44,6 +45,10 @@ pub struct BenchArgs {
     /// Concurrent HTTP clients.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Messages the dispatch role has in flight per lane (its `dispatch.concurrency`): the
+    /// bench's supplier answers at once, so this and the group commit bound the rate.
+    #[arg(long, default_value_t = 64)]
+    pub dispatch_concurrency: usize,
     /// Messages in the store when `message(id)` is measured.
     #[arg(long, default_value_t = 1_000_000)]
     pub store_size: u64,
@@ -98,13 +103,16 @@ async fn against(args: &BenchArgs, target: &str) -> anyhow::Result<Value> {
     let send = send_phase(&api, template, hook, args.concurrency, duration).await;
     let batch = batch_phase(&api, template, hook, args, duration, None).await;
     let message = message_phase(&api, &send.ids, args.concurrency, duration).await;
+    let alone = message_phase(&api, &send.ids, 1, duration).await;
+    let mut message_report = message.report();
+    message_report["one_client"] = alone.report();
     Ok(json!({
         "target": target,
         "concurrency": args.concurrency,
         "duration_secs": args.duration,
         "send": send.report(),
         "batch_send": batch.report(),
-        "message": message.report(),
+        "message": message_report,
     }))
 }
 
@@ -140,7 +148,7 @@ async fn measure(
         Backend::Sqlite => String::new(),
     };
     let config = dir.join("herald.toml");
-    std::fs::write(&config, config_file(url, &redis))?;
+    std::fs::write(&config, config_file(url, &redis, args.dispatch_concurrency))?;
 
     let store = store::Store::connect(url).await?;
     store.migrate().await?;
@@ -194,6 +202,10 @@ async fn measure(
     let stored = accepted.max(args.store_size);
     eprintln!("bench: message(id) with {stored} messages stored");
     let message = message_phase(&api, &send.ids, args.concurrency, duration).await;
+    // One client: a request's own latency, with no queue of other clients' requests before it
+    // (at 64 clients, p99 is mostly waiting for the API's two cores).
+    eprintln!("bench: message(id), one client");
+    let alone = message_phase(&api, &send.ids, 1, duration).await;
 
     eprintln!("bench: replay --all");
     let replay = replay(&config, &store).await;
@@ -215,7 +227,7 @@ async fn measure(
             "messages": dispatched,
             "per_sec": round(dispatched as f64 / elapsed),
             "backlog_at_start": backlog_before,
-            "concurrency": DISPATCH_CONCURRENCY,
+            "concurrency": args.dispatch_concurrency,
         },
         "projections": {
             "events": projected,
@@ -226,7 +238,12 @@ async fn measure(
             "per_sec": message.report()["per_sec"],
             "p50_ms": message.report()["p50_ms"],
             "p99_ms": message.report()["p99_ms"],
-            "errors": message.errors,
+            "errors": message.errors + alone.errors,
+            "one_client": {
+                "per_sec": alone.report()["per_sec"],
+                "p50_ms": alone.report()["p50_ms"],
+                "p99_ms": alone.report()["p99_ms"],
+            },
         },
         "replay": replay,
         "ceiling": {
@@ -319,10 +336,7 @@ impl Database {
     }
 }
 
-/// Messages in flight per dispatch lane in the bench's configuration (`dispatch.concurrency`).
-const DISPATCH_CONCURRENCY: usize = 64;
-
-fn config_file(url: &str, redis: &str) -> String {
+fn config_file(url: &str, redis: &str, dispatch_concurrency: usize) -> String {
     format!(
         r#"# Written by herald bench.
 [database]
@@ -357,7 +371,7 @@ credentials = {{ secret = "bench-secret" }}
 rate_limit_per_sec = 1000000.0
 "#,
         prefix = uuid::Uuid::now_v7().simple(),
-        concurrency = DISPATCH_CONCURRENCY,
+        concurrency = dispatch_concurrency,
     )
 }
 

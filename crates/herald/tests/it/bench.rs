@@ -49,6 +49,8 @@ fn every_line_measured(report: &Value) {
         "/projections/per_sec",
         "/message/p50_ms",
         "/message/p99_ms",
+        "/message/one_client/p50_ms",
+        "/message/one_client/p99_ms",
         "/replay/per_sec",
         "/ceiling/rows_per_sec",
         "/ceiling/batch_send_fraction",
