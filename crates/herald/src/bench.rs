@@ -885,7 +885,7 @@ async fn ceiling(
                         let result = sqlx::query(
                             "INSERT INTO bench_ceiling (stream_id, stream_position, category, \
                              partition_key, event_id, event_type, schema_version, data, metadata) \
-                             SELECT s, 1, 'message', 0, e, 'MessageAccepted', 1, $3::jsonb, $4::jsonb \
+                             SELECT s, 1, 'message', 0, e, 'MessageAccepted', 1, $3::json, $4::json \
                              FROM unnest($1::text[], $2::uuid[]) AS t(s, e)",
                         )
                         .bind(&streams)

@@ -540,7 +540,7 @@ pub async fn message_of_any_tenant(
 
 /// The columns of `message_trace` as `t.`, then the timeline's (`l.`) with each entry's
 /// detail: the event's data, read from the log by its key. `data` is the column as text (the
-/// store's `jsonb` on Postgres). A scalar subquery, so each entry is one lookup of the log's
+/// store's `json` on Postgres). A scalar subquery, so each entry is one lookup of the log's
 /// primary key whatever the planner knows of the tables.
 fn joined_columns(data: &str) -> String {
     let trace = COLUMNS

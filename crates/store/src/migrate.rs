@@ -78,6 +78,11 @@ const POSTGRES: &[Source] = &[
         "timeline details read from the log",
         include_str!("../../../migrations/postgres/0014_timeline_without_detail.sql"),
     ),
+    (
+        15,
+        "the log as json",
+        include_str!("../../../migrations/postgres/0015_log_as_json.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[

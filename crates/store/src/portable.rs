@@ -125,7 +125,7 @@ async fn insert_postgres(
     sqlx::query(
         "INSERT INTO events (stream_id, stream_position, category, partition_key, event_id, \
                              event_type, schema_version, data, metadata, recorded_at) \
-         SELECT s, p, c, k, e, t, v, d::jsonb, m::jsonb, r \
+         SELECT s, p, c, k, e, t, v, d::json, m::json, r \
          FROM unnest($1::text[], $2::int8[], $3::text[], $4::int2[], $5::uuid[], $6::text[], \
                      $7::int2[], $8::text[], $9::text[], $10::timestamptz[]) \
               WITH ORDINALITY AS x(s, p, c, k, e, t, v, d, m, r, o) \

@@ -756,7 +756,7 @@ async fn insert(
 const INSERT_EVENTS: &str = "INSERT INTO events (stream_id, stream_position, category, \
         partition_key, event_id, event_type, schema_version, data, metadata) \
      SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int2[], $5::uuid[], \
-                          $6::text[], $7::int2[], $8::text[]::jsonb[], $9::text[]::jsonb[])";
+                          $6::text[], $7::int2[], $8::text[]::json[], $9::text[]::json[])";
 
 /// A batch's events as the column arrays of one `unnest` insert ([`INSERT_EVENTS`]).
 struct EventArrays<'a> {

@@ -152,7 +152,7 @@ async fn a_200k_row_crowd_send_in_bounded_memory_survives_a_kill() {
     // Exactly one message per row: as many accepted messages as rows, each to its own receiver.
     let mut db = sqlx::PgConnection::connect(&deployment.url).await.unwrap();
     let (messages, receivers): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT data->'receiver') FROM events \
+        "SELECT count(*), count(DISTINCT data->>'receiver') FROM events \
          WHERE event_type = 'MessageAccepted'",
     )
     .fetch_one(&mut db)
