@@ -104,15 +104,13 @@ async fn against(args: &BenchArgs, target: &str) -> anyhow::Result<Value> {
     let batch = batch_phase(&api, template, hook, args, duration, None).await;
     let message = message_phase(&api, &send.ids, args.concurrency, duration).await;
     let alone = message_phase(&api, &send.ids, 1, duration).await;
-    let mut message_report = message.report();
-    message_report["one_client"] = alone.report();
     Ok(json!({
         "target": target,
         "concurrency": args.concurrency,
         "duration_secs": args.duration,
         "send": send.report(),
         "batch_send": batch.report(),
-        "message": message_report,
+        "message": message_report(&message, &alone),
     }))
 }
 
@@ -206,6 +204,8 @@ async fn measure(
     // (at 64 clients, p99 is mostly waiting for the API's two cores).
     eprintln!("bench: message(id), one client");
     let alone = message_phase(&api, &send.ids, 1, duration).await;
+    let mut message = message_report(&message, &alone);
+    message["store_size"] = json!(stored);
 
     eprintln!("bench: replay --all");
     let replay = replay(&config, &store).await;
@@ -233,18 +233,7 @@ async fn measure(
             "events": projected,
             "per_sec": round(projected as f64 / projection_secs.max(0.001)),
         },
-        "message": {
-            "store_size": stored,
-            "per_sec": message.report()["per_sec"],
-            "p50_ms": message.report()["p50_ms"],
-            "p99_ms": message.report()["p99_ms"],
-            "errors": message.errors + alone.errors,
-            "one_client": {
-                "per_sec": alone.report()["per_sec"],
-                "p50_ms": alone.report()["p50_ms"],
-                "p99_ms": alone.report()["p99_ms"],
-            },
-        },
+        "message": message,
         "replay": replay,
         "ceiling": {
             "rows_per_sec": round(ceiling),
@@ -738,6 +727,14 @@ async fn batch_phase(
         }
     })
     .await
+}
+
+/// `message(id)` from many clients, with one client's figures as `one_client`.
+fn message_report(many: &Phase, one: &Phase) -> Value {
+    let mut report = many.report();
+    report["errors"] = json!(many.errors + one.errors);
+    report["one_client"] = one.report();
+    report
 }
 
 async fn message_phase(api: &Api, ids: &[String], clients: usize, duration: Duration) -> Phase {
