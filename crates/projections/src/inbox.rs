@@ -164,7 +164,7 @@ impl Inbox {
         let mut kept: HashSet<&str> = batch
             .iter()
             .filter(|d| {
-                matches!(&d.event, MessageEvent::MessageAccepted(e) if e.channel == domain::Channel::Inbox)
+                matches!(d.event, MessageEvent::MessageAccepted(e) if e.channel == domain::Channel::Inbox)
             })
             .map(|d| d.message_id)
             .collect();
@@ -187,7 +187,7 @@ impl Inbox {
         // message (`apply` calls this only for messages that have one).
         use MessageEvent as E;
         let at = decoded.event.at().timestamp_millis();
-        let (sql, with_at) = match &decoded.event {
+        let (sql, with_at) = match decoded.event {
             E::MessageAccepted(e) => {
                 if e.channel != domain::Channel::Inbox {
                     return Ok(());
@@ -274,7 +274,8 @@ impl Inbox {
 
 impl store::Handler for Inbox {
     async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
-        self.apply(tx, &crate::decode(events)?).await
+        let decoded = crate::decode(events)?;
+        self.apply(tx, &crate::views(events, &decoded)).await
     }
 
     async fn committed(&self) {

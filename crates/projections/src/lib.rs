@@ -45,6 +45,26 @@ impl Target {
             Target::Shadow => format!("{table}{SHADOW_SUFFIX}"),
         }
     }
+
+    /// Whether a write must guard against the rows it did not read being there already
+    /// (`ON CONFLICT`). The live tables' writes do, so applying an event twice changes nothing.
+    /// A replay's shadows are written by the replay alone, which applies each event once: a row
+    /// it did not read is not there. A plain insert costs Postgres half what an upsert does (no
+    /// index probe before it, no speculative insertion), and an append-only table needs no
+    /// unique index until the fill is over ([`Projection::append_only`]).
+    pub(crate) fn guarded(self) -> bool {
+        self == Target::Live
+    }
+
+    /// `rows` split into those written as upserts and those inserted plainly: in the live
+    /// tables every row is an upsert; in a replay's shadows only the rows that `existed`.
+    pub(crate) fn split<T>(self, rows: Vec<T>, existed: impl Fn(&T) -> bool) -> (Vec<T>, Vec<T>) {
+        if self.guarded() {
+            (rows, Vec::new())
+        } else {
+            rows.into_iter().partition(existed)
+        }
+    }
 }
 
 /// Every projection Herald keeps.
@@ -119,6 +139,16 @@ impl Projection {
         }
     }
 
+    /// Its tables whose rows are only ever inserted, never read back while applying events: a
+    /// replay gives their shadows every index, unique ones too, once the fill is over, and
+    /// building an index over a filled table costs a fraction of keeping it row by row.
+    pub fn append_only(self) -> &'static [&'static str] {
+        match self {
+            Projection::Trace => trace::APPEND_ONLY,
+            Projection::Stats | Projection::Reconciliation | Projection::Inbox => &[],
+        }
+    }
+
     /// A handler writing to `target`'s tables.
     pub fn handler(self, target: Target) -> Handler {
         match self {
@@ -155,29 +185,71 @@ pub struct Decoded<'a> {
     pub recorded: &'a RecordedEvent,
     /// The stream's id without its `message-` prefix.
     pub message_id: &'a str,
-    pub event: MessageEvent,
+    pub event: &'a MessageEvent,
 }
 
-/// The message events of `events`, decoded; events of other streams are left out, as every
-/// projection here reads messages only.
-pub fn decode(events: &[RecordedEvent]) -> Result<Vec<Decoded<'_>>, HandlerError> {
-    let mut batch = Vec::with_capacity(events.len());
-    for recorded in events {
-        let Some(message_id) = recorded.stream_id.strip_prefix("message-") else {
+/// The message events of `events`, decoded, each with its index in `events`; events of other
+/// streams are left out, as every projection here reads messages only. [`views`] pairs them
+/// with their records.
+pub fn decode(events: &[RecordedEvent]) -> Result<Vec<(usize, MessageEvent)>, HandlerError> {
+    let mut decoded = Vec::with_capacity(events.len());
+    for (index, recorded) in events.iter().enumerate() {
+        if !recorded.stream_id.starts_with(MESSAGE_PREFIX) {
             continue;
-        };
+        }
         let event = MessageEvent::decode_json(
             &recorded.event_type,
             recorded.schema_version,
             &recorded.data,
         )?;
-        batch.push(Decoded {
-            recorded,
-            message_id,
-            event,
-        });
+        decoded.push((index, event));
     }
-    Ok(batch)
+    Ok(decoded)
+}
+
+/// The events [`decode`] made of `events`, each beside its record.
+pub fn views<'a>(
+    events: &'a [RecordedEvent],
+    decoded: &'a [(usize, MessageEvent)],
+) -> Vec<Decoded<'a>> {
+    decoded
+        .iter()
+        .filter_map(|(index, event)| {
+            let recorded = events.get(*index)?;
+            let message_id = recorded.stream_id.strip_prefix(MESSAGE_PREFIX)?;
+            Some(Decoded {
+                recorded,
+                message_id,
+                event,
+            })
+        })
+        .collect()
+}
+
+const MESSAGE_PREFIX: &str = "message-";
+
+/// A batch of the log and its message events decoded, owned together: a replay decodes the next
+/// batch on another thread while the last one is written.
+#[derive(Debug, Default)]
+pub struct DecodedBatch {
+    events: Vec<RecordedEvent>,
+    decoded: Vec<(usize, MessageEvent)>,
+}
+
+impl DecodedBatch {
+    pub fn new(events: Vec<RecordedEvent>) -> Result<Self, HandlerError> {
+        let decoded = decode(&events)?;
+        Ok(DecodedBatch { events, decoded })
+    }
+
+    /// Every event read, message events or not.
+    pub fn events(&self) -> &[RecordedEvent] {
+        &self.events
+    }
+
+    pub fn views(&self) -> Vec<Decoded<'_>> {
+        views(&self.events, &self.decoded)
+    }
 }
 
 /// The handler of any projection.
@@ -203,7 +275,8 @@ impl Handler {
 
 impl store::Handler for Handler {
     async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
-        self.apply(tx, &decode(events)?).await
+        let decoded = decode(events)?;
+        self.apply(tx, &views(events, &decoded)).await
     }
 
     async fn committed(&self) {
@@ -215,7 +288,19 @@ impl store::Handler for Handler {
 
 #[cfg(test)]
 mod tests {
-    use super::continued;
+    use super::{Target, continued};
+
+    #[test]
+    fn only_a_replay_inserts_the_rows_it_did_not_read_without_a_guard() {
+        let rows = vec![1, 2, 3, 4];
+        let even = |n: &i32| n % 2 == 0;
+        assert_eq!(
+            Target::Live.split(rows.clone(), even),
+            (vec![1, 2, 3, 4], vec![])
+        );
+        assert_eq!(Target::Shadow.split(rows, even), (vec![2, 4], vec![1, 3]));
+        assert!(Target::Live.guarded() && !Target::Shadow.guarded());
+    }
 
     #[test]
     fn only_messages_begun_before_the_batch_are_read() {

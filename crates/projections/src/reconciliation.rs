@@ -35,6 +35,7 @@ pub const TABLES: &[&str] = &["reconciliation_messages"];
 /// The projection's handler, writing to the live table or to its shadow copy.
 #[derive(Debug, Clone)]
 pub struct Reconciliation {
+    target: Target,
     messages: String,
 }
 
@@ -47,6 +48,7 @@ impl Default for Reconciliation {
 impl Reconciliation {
     pub fn new(target: Target) -> Self {
         Reconciliation {
+            target,
             messages: target.table("reconciliation_messages"),
         }
     }
@@ -163,14 +165,17 @@ fn fold(row: &mut Option<Row>, change: &Change<'_>) {
 
 impl store::Handler for Reconciliation {
     async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
-        self.apply(tx, &crate::decode(events)?).await
+        let decoded = crate::decode(events)?;
+        self.apply(tx, &crate::views(events, &decoded)).await
     }
 }
 
 impl Reconciliation {
     /// A batch costs at most three statements whatever its size: the rows of the messages it
     /// touches read in one select; then, once the batch is folded here, the rows it removes
-    /// deleted in one statement and the rows it makes or changes written in one upsert. A replay
+    /// deleted in one statement and the rows it makes or changes written in one upsert (in a
+    /// replay's shadows, an upsert of the rows read and a plain insert of the new ones:
+    /// [`Target::split`]). A replay
     /// applies batches of thousands of events, so round trips decide its speed.
     pub(crate) async fn apply(
         &self,
@@ -180,7 +185,7 @@ impl Reconciliation {
         let changes: Vec<(&str, u64, Change<'_>)> = batch
             .iter()
             .filter_map(|d| {
-                let change = change(&d.event)?;
+                let change = change(d.event)?;
                 Some((d.message_id, d.recorded.stream_position, change))
             })
             .collect();
@@ -216,7 +221,11 @@ impl Reconciliation {
             }
         }
         self.remove(tx, &removed).await?;
-        self.upsert(tx, &written).await
+        let (upserted, inserted) = self
+            .target
+            .split(written, |(id, _)| loaded.contains_key(*id));
+        self.write(tx, &upserted, true).await?;
+        self.write(tx, &inserted, false).await
     }
 }
 
@@ -273,12 +282,23 @@ impl Reconciliation {
         Ok(())
     }
 
-    /// Writes `rows` back, new or changed, in one statement.
-    async fn upsert(&self, tx: &mut StoreTx, rows: &[(&str, &Row)]) -> Result<(), HandlerError> {
+    /// Writes `rows` back in one statement: as upserts, or (rows known not to be there) as
+    /// plain inserts.
+    async fn write(
+        &self,
+        tx: &mut StoreTx,
+        rows: &[(&str, &Row)],
+        upsert: bool,
+    ) -> Result<(), HandlerError> {
         if rows.is_empty() {
             return Ok(());
         }
         let table = &self.messages;
+        let conflict = if upsert {
+            format!(" ON CONFLICT (message_id) DO UPDATE SET {UPDATE}")
+        } else {
+            String::new()
+        };
         match tx.conn() {
             TxConn::Postgres(conn) => {
                 let options = |f: fn(&Row) -> Option<&str>| {
@@ -287,7 +307,7 @@ impl Reconciliation {
                 sqlx::query(&format!(
                     "INSERT INTO {table} ({COLUMNS}) SELECT * FROM unnest(\
                      $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], \
-                     $7::text[]) ON CONFLICT (message_id) DO UPDATE SET {UPDATE}"
+                     $7::text[]){conflict}"
                 ))
                 .bind(rows.iter().map(|(id, _)| *id).collect::<Vec<_>>())
                 .bind(
@@ -325,7 +345,7 @@ impl Reconciliation {
                 sqlx::query(&format!(
                     "INSERT INTO {table} ({COLUMNS}) SELECT value ->> 0, value ->> 1, \
                      value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6 \
-                     FROM json_each($1) WHERE true ON CONFLICT (message_id) DO UPDATE SET {UPDATE}"
+                     FROM json_each($1) WHERE true{conflict}"
                 ))
                 .bind(serde_json::Value::Array(rows).to_string())
                 .execute(conn)

@@ -18,13 +18,15 @@
 //! Queries go on reading the old tables until the swap commits, then read the new ones; both
 //! tables of the trace change in the same commit, so no query sees one old and one new.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use store::{
-    Checkpoint, CheckpointKey, EventStore, HandlerError, Store, StoreError, StoreTx, TxConn,
+    Checkpoint, CheckpointKey, EventStore, HandlerError, LogFilter, Store, StoreError, StoreTx,
+    TxConn,
 };
 
-use crate::{Decoded, Handler, Projection, SHADOW_SUFFIX, Target};
+use crate::{Decoded, DecodedBatch, Handler, Projection, SHADOW_SUFFIX, Target};
 
 /// Postgres truncates longer identifiers, which would break the renames at the swap.
 const POSTGRES_MAX_NAME: usize = 63;
@@ -211,15 +213,22 @@ async fn fill_together(
             elapsed: r.started.elapsed(),
         })
         .collect();
-    let mut batch = store
-        .read_log(saved.unwrap_or(Checkpoint::START), &filter, batch_size)
-        .await?;
+    let mut batch = Arc::new(
+        read(
+            store.clone(),
+            saved.unwrap_or(Checkpoint::START),
+            filter.clone(),
+            batch_size,
+        )
+        .await?,
+    );
     loop {
-        if batch.events.is_empty() {
+        if batch.decoded.events().is_empty() {
             if batch.blocked {
                 // An open transaction holds committed events back: wait for it.
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                batch = store.read_log(batch.next, &filter, batch_size).await?;
+                batch =
+                    Arc::new(read(store.clone(), batch.next, filter.clone(), batch_size).await?);
                 continue;
             }
             // Caught up. Keep the scan's end, so the swap compares like with like.
@@ -234,53 +243,91 @@ async fn fill_together(
             }
             return Ok(());
         }
-        // Read the next batch while this one is written to every projection, decoded once
-        // for all of them.
-        let decoded = crate::decode(&batch.events).map_err(ReplayError::Handler)?;
-        let (next, written) = tokio::join!(
-            store.read_log(batch.next, &filter, batch_size),
-            write_all(store, &replays, &keys, saved, &decoded, batch.next)
-        );
-        written?;
+        // Read and decode the next batch on another task while this one is written to every
+        // projection: decoding on the task that drives the writes left the database idle
+        // meanwhile, a quarter of a replay.
+        let reading = tokio::spawn(read(store.clone(), batch.next, filter.clone(), batch_size));
+        let written = write_all(store, &replays, &keys, saved, &batch).await;
+        if let Err(error) = written {
+            reading.abort();
+            return Err(error);
+        }
         saved = Some(batch.next);
+        let events = batch.decoded.events();
         for (replay, report) in replays.iter_mut().zip(&mut reports) {
-            replay.events += batch.events.len() as u64;
+            replay.events += events.len() as u64;
             report.events = replay.events;
-            report.position = batch
-                .events
+            report.position = events
                 .last()
                 .map_or(report.position, |e| e.checkpoint.global_position);
             report.elapsed = replay.started.elapsed();
             progress(report);
         }
-        batch = next?;
+        batch = Arc::new(joined(reading.await)??);
     }
 }
 
-/// One batch written to each replay's shadows: on Postgres side by side, on SQLite (one
-/// writer) one after the other.
+/// A batch of the log, decoded.
+struct Read {
+    decoded: DecodedBatch,
+    next: Checkpoint,
+    blocked: bool,
+}
+
+async fn read(
+    store: Store,
+    after: Checkpoint,
+    filter: LogFilter,
+    limit: usize,
+) -> Result<Read, ReplayError> {
+    let batch = store.read_log(after, &filter, limit).await?;
+    Ok(Read {
+        decoded: DecodedBatch::new(batch.events).map_err(ReplayError::Handler)?,
+        next: batch.next,
+        blocked: batch.blocked,
+    })
+}
+
+/// One batch written to each replay's shadows: on Postgres side by side, each on a task of its
+/// own (folding a batch and encoding its rows is work for a core too), on SQLite (one writer)
+/// one after the other.
 async fn write_all(
     store: &Store,
     replays: &[&mut Replay],
     keys: &[CheckpointKey],
     saved: Option<Checkpoint>,
-    events: &[Decoded<'_>],
-    next: Checkpoint,
+    batch: &Arc<Read>,
 ) -> Result<(), ReplayError> {
+    let next = batch.next;
     if matches!(store, Store::Postgres(_)) {
-        futures_util::future::try_join_all(
-            replays
-                .iter()
-                .zip(keys)
-                .map(|(replay, key)| replay.write(key, saved, events, next)),
-        )
-        .await?;
-    } else {
+        let mut tasks = tokio::task::JoinSet::new();
         for (replay, key) in replays.iter().zip(keys) {
-            replay.write(key, saved, events, next).await?;
+            let (store, handler, key) = (store.clone(), replay.handler.clone(), key.clone());
+            let batch = Arc::clone(batch);
+            tasks.spawn(async move {
+                write(&store, &handler, &key, saved, &batch.decoded.views(), next).await
+            });
+        }
+        // Dropping the set on an error stops the other writes.
+        while let Some(written) = tasks.join_next().await {
+            joined(written)??;
+        }
+    } else {
+        let events = batch.decoded.views();
+        for (replay, key) in replays.iter().zip(keys) {
+            write(store, &replay.handler, key, saved, &events, next).await?;
         }
     }
     Ok(())
+}
+
+/// What a task returned; its panic goes on up.
+fn joined<T>(result: Result<T, tokio::task::JoinError>) -> Result<T, ReplayError> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => Err(ReplayError::Handler(Box::new(error))),
+    }
 }
 
 /// What a swap did.
@@ -420,9 +467,10 @@ async fn prepare(store: &Store, projection: Projection) -> Result<(), ReplayErro
                 ))
                 .execute(&mut *conn)
                 .await?;
-                // Unique indexes at once: upserts need them to find conflicts. The others are
-                // built after the fill, over the whole table at once.
-                for index in indexes.iter().filter(|i| i.unique) {
+                // Unique indexes at once where the fill reads rows back: upserts need them to
+                // find conflicts, and reads to find rows. The others are built after the fill,
+                // over the whole table at once.
+                for index in indexes.iter().filter(|i| at_once(projection, table, i)) {
                     index.create_on(conn, &shadow).await?;
                 }
             }
@@ -526,6 +574,12 @@ impl PgIndex {
     }
 }
 
+/// Whether the shadow of `table` gets `index` before the fill: the unique indexes of a table
+/// whose rows the fill reads back.
+fn at_once(projection: Projection, table: &str, index: &PgIndex) -> bool {
+    index.unique && !projection.append_only().contains(&table)
+}
+
 /// Postgres: builds the shadows' other indexes once they are filled, and gathers statistics so
 /// queries plan well from the first moment after the swap.
 async fn index_shadows(store: &Store, projection: Projection) -> Result<(), ReplayError> {
@@ -536,7 +590,7 @@ async fn index_shadows(store: &Store, projection: Projection) -> Result<(), Repl
     for table in projection.tables() {
         let shadow = Target::Shadow.table(table);
         for index in postgres_indexes(&mut conn, table).await? {
-            if !index.unique {
+            if !at_once(projection, table, &index) {
                 index.create_on(&mut conn, &shadow).await?;
             }
         }
@@ -556,32 +610,41 @@ impl Replay {
         let store = self.store.clone();
         fill_together(&store, vec![self], progress).await
     }
+}
 
-    async fn write(
-        &self,
-        key: &CheckpointKey,
-        saved: Option<Checkpoint>,
-        events: &[Decoded<'_>],
-        next: Checkpoint,
-    ) -> Result<(), ReplayError> {
-        let mut tx: StoreTx = self.store.begin().await?;
-        if let TxConn::Postgres(conn) = tx.conn() {
-            // A batch lost in a crash is one the next replay makes again (it starts over), and
-            // its checkpoint goes with it: no need to wait for the WAL to reach the disk.
-            sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(conn)
-                .await?;
-        }
-        self.handler
-            .apply(&mut tx, events)
-            .await
-            .map_err(ReplayError::Handler)?;
-        self.store
-            .save_checkpoint(&mut tx, key, saved, next, None)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+/// One batch applied to one projection's shadows, with its checkpoint, in one transaction.
+async fn write(
+    store: &Store,
+    handler: &Handler,
+    key: &CheckpointKey,
+    saved: Option<Checkpoint>,
+    events: &[Decoded<'_>],
+    next: Checkpoint,
+) -> Result<(), ReplayError> {
+    let mut tx: StoreTx = store.begin().await?;
+    if let TxConn::Postgres(conn) = tx.conn() {
+        // A batch lost in a crash is one the next replay makes again (it starts over), and
+        // its checkpoint goes with it: no need to wait for the WAL to reach the disk.
+        // The shadows have no statistics until the fill is over, and the planner, guessing,
+        // read a whole shadow (in parallel) for every batch's rows by message id rather
+        // than use its primary key: five times the work of the index.
+        sqlx::query(
+            "SELECT set_config('synchronous_commit', 'off', true), \
+                    set_config('enable_seqscan', 'off', true), \
+                    set_config('max_parallel_workers_per_gather', '0', true)",
+        )
+        .execute(conn)
+        .await?;
     }
+    handler
+        .apply(&mut tx, events)
+        .await
+        .map_err(ReplayError::Handler)?;
+    store
+        .save_checkpoint(&mut tx, key, saved, next, None)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The swap, in one transaction.

@@ -23,7 +23,7 @@
 //! one counter (on the day it was counted) to the other (on the day of the new receipt), and a
 //! receipt that arrives before the dispatch is recorded counts with the dispatch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
 use domain::{MessageEvent, ReceiptOutcome};
@@ -220,6 +220,7 @@ pub fn step(message: &mut Option<Seen>, event: &MessageEvent) -> Vec<(String, Co
 /// The projection's handler, writing to the live tables or to their shadow copies.
 #[derive(Debug, Clone)]
 pub struct Stats {
+    target: Target,
     daily: String,
     messages: String,
 }
@@ -248,6 +249,7 @@ const KEY_COLUMNS: &str = "tenant_id, day, template_id, channel, account";
 impl Stats {
     pub fn new(target: Target) -> Self {
         Stats {
+            target,
             daily: target.table("stats_daily"),
             messages: target.table("stats_messages"),
         }
@@ -293,12 +295,23 @@ impl Stats {
             .collect())
     }
 
-    /// Writes what is remembered of `messages`, new or changed, in one statement.
-    async fn save(&self, tx: &mut StoreTx, messages: &[(&str, &Seen)]) -> Result<(), HandlerError> {
+    /// Writes what is remembered of `messages` in one statement: as upserts, or (messages known
+    /// not to be there) as plain inserts.
+    async fn save(
+        &self,
+        tx: &mut StoreTx,
+        messages: &[(&str, &Seen)],
+        upsert: bool,
+    ) -> Result<(), HandlerError> {
         if messages.is_empty() {
             return Ok(());
         }
         let table = &self.messages;
+        let conflict = if upsert {
+            format!(" ON CONFLICT (message_id) DO UPDATE SET {MESSAGE_UPDATE}")
+        } else {
+            String::new()
+        };
         match tx.conn() {
             TxConn::Postgres(conn) => {
                 let texts =
@@ -309,8 +322,7 @@ impl Stats {
                 sqlx::query(&format!(
                     "INSERT INTO {table} ({MESSAGE_COLUMNS}) SELECT * FROM unnest(\
                      $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], \
-                     $7::text[], $8::text[]) \
-                     ON CONFLICT (message_id) DO UPDATE SET {MESSAGE_UPDATE}"
+                     $7::text[], $8::text[]){conflict}"
                 ))
                 .bind(messages.iter().map(|(id, _)| *id).collect::<Vec<_>>())
                 .bind(texts(|m| &m.tenant))
@@ -347,7 +359,7 @@ impl Stats {
                     .collect();
                 sqlx::query(&format!(
                     "INSERT INTO {table} ({MESSAGE_COLUMNS}) SELECT {} FROM json_each($1) \
-                     WHERE true ON CONFLICT (message_id) DO UPDATE SET {MESSAGE_UPDATE}",
+                     WHERE true{conflict}",
                     json_values(8)
                 ))
                 .bind(serde_json::Value::Array(rows).to_string())
@@ -433,16 +445,18 @@ fn json_values(n: usize) -> String {
 
 impl store::Handler for Stats {
     async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
-        self.apply(tx, &crate::decode(events)?).await
+        let decoded = crate::decode(events)?;
+        self.apply(tx, &crate::views(events, &decoded)).await
     }
 }
 
 impl Stats {
     /// A batch costs at most three statements whatever its size: what is remembered of the
     /// messages it goes on with, read in one select; then, once the batch is folded here, the
-    /// messages that changed written in one upsert and the counter moves added in another. A
-    /// message can have many events in a batch and a counter row many moves: each is written
-    /// once, with the sum. A replay applies batches of thousands of events, so round trips decide
+    /// messages that changed written in one upsert (in a replay's shadows, an upsert of those
+    /// remembered and a plain insert of the new: [`Target::split`]) and the counter moves added
+    /// in another. A message can have many events in a batch and a counter row many moves: each
+    /// is written once, with the sum. A replay applies batches of thousands of events, so round trips decide
     /// its speed.
     pub(crate) async fn apply(
         &self,
@@ -452,6 +466,8 @@ impl Stats {
         let mut steps = Vec::with_capacity(batch.len());
         // Each message of the batch: what is remembered of it, and whether that changed.
         let mut messages: HashMap<&str, (Option<Seen>, bool)> = HashMap::new();
+        // The messages of the batch remembered before it.
+        let mut stored: HashSet<String> = HashSet::new();
         let mut remembered: Vec<&str> = Vec::new();
         for decoded in batch {
             let message_id = decoded.message_id;
@@ -462,12 +478,15 @@ impl Stats {
                     remembered.push(message_id);
                 }
             }
-            steps.push((message_id, &decoded.event));
+            steps.push((message_id, decoded.event));
         }
         remembered.sort_unstable();
         for (message_id, seen) in self.load(tx, &remembered).await? {
             if let Some((slot, _)) = messages.get_mut(message_id.as_str()) {
                 *slot = Some(seen);
+            }
+            if !self.target.guarded() {
+                stored.insert(message_id);
             }
         }
         let mut counts: BTreeMap<Key, Counts> = BTreeMap::new();
@@ -498,7 +517,9 @@ impl Stats {
             .filter_map(|(id, (seen, changed))| Some((*id, seen.as_ref().filter(|_| *changed)?)))
             .collect();
         changed.sort_unstable_by_key(|(id, _)| *id);
-        self.save(tx, &changed).await?;
+        let (upserted, inserted) = self.target.split(changed, |(id, _)| stored.contains(*id));
+        self.save(tx, &upserted, true).await?;
+        self.save(tx, &inserted, false).await?;
         // Moves that cancel out (a receipt counted and moved away in the batch) write nothing.
         let counts: Vec<(&Key, &Counts)> = counts
             .iter()

@@ -9,7 +9,7 @@
 //! (`domain::message_state`): a receipt moves only a message that was handed over, and a
 //! dispatch recorded after an early receipt takes the receipt's outcome.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use domain::{MessageEvent, ReceiptOutcome};
@@ -34,9 +34,13 @@ pub fn filter() -> LogFilter {
 /// The read tables.
 pub const TABLES: &[&str] = &["message_trace", "message_timeline"];
 
+/// The read tables a batch only adds rows to.
+pub const APPEND_ONLY: &[&str] = &["message_timeline"];
+
 /// The projection's handler, writing to the live tables or to their shadow copies.
 #[derive(Debug, Clone)]
 pub struct Trace {
+    target: Target,
     trace: String,
     timeline: String,
 }
@@ -50,6 +54,7 @@ impl Default for Trace {
 impl Trace {
     pub fn new(target: Target) -> Self {
         Trace {
+            target,
             trace: target.table("message_trace"),
             timeline: target.table("message_timeline"),
         }
@@ -83,14 +88,17 @@ pub fn kind(event: &MessageEvent) -> &'static str {
 
 impl store::Handler for Trace {
     async fn handle(&self, tx: &mut StoreTx, events: &[RecordedEvent]) -> Result<(), HandlerError> {
-        self.apply(tx, &crate::decode(events)?).await
+        let decoded = crate::decode(events)?;
+        self.apply(tx, &crate::views(events, &decoded)).await
     }
 }
 
 impl Trace {
     /// A batch costs three statements whatever its size: its timeline rows in one insert, the
     /// trace rows it touches read in one select, then folded here and written back in one
-    /// upsert. A replay applies batches of thousands of events, so round trips decide its speed.
+    /// upsert (in a replay's shadows, one upsert of the rows read and one plain insert of the
+    /// new ones: [`Target::split`]). A replay applies batches of thousands of events, so round
+    /// trips decide its speed.
     pub(crate) async fn apply(
         &self,
         tx: &mut StoreTx,
@@ -104,7 +112,7 @@ impl Trace {
                 position: recorded.stream_position,
                 seq: i64::try_from(recorded.stream_position)?,
                 at: decoded.event.at().timestamp_millis(),
-                event: &decoded.event,
+                event: decoded.event,
             });
         }
         if steps.is_empty() {
@@ -113,6 +121,11 @@ impl Trace {
         self.insert_timeline(tx, &steps).await?;
         let continued = continued(steps.iter().map(|s| (s.message_id, s.position)));
         let mut rows = self.load(tx, &continued).await?;
+        let stored: HashSet<String> = if self.target.guarded() {
+            HashSet::new()
+        } else {
+            rows.keys().cloned().collect()
+        };
         let mut changed: Vec<&str> = Vec::new();
         for step in &steps {
             if fold(&mut rows, step) {
@@ -122,7 +135,11 @@ impl Trace {
         changed.sort_unstable();
         changed.dedup();
         let changed: Vec<&TraceRow> = changed.iter().filter_map(|id| rows.get(*id)).collect();
-        self.upsert(tx, &changed).await
+        let (upserted, inserted) = self
+            .target
+            .split(changed, |row| stored.contains(&row.message_id));
+        self.write(tx, &upserted, true).await?;
+        self.write(tx, &inserted, false).await
     }
 }
 
@@ -250,13 +267,19 @@ fn fold(rows: &mut HashMap<String, TraceRow>, step: &Step<'_>) -> bool {
 }
 
 impl Trace {
-    /// The batch's timeline rows, in one statement; an event applied before changes nothing.
+    /// The batch's timeline rows, in one statement; in the live table, an event applied before
+    /// changes nothing.
     async fn insert_timeline(
         &self,
         tx: &mut StoreTx,
         steps: &[Step<'_>],
     ) -> Result<(), HandlerError> {
         let timeline = &self.timeline;
+        let guard = if self.target.guarded() {
+            " ON CONFLICT (message_id, seq) DO NOTHING"
+        } else {
+            ""
+        };
         match tx.conn() {
             TxConn::Postgres(conn) => {
                 let mut ids = Vec::with_capacity(steps.len());
@@ -271,8 +294,7 @@ impl Trace {
                 }
                 sqlx::query(&format!(
                     "INSERT INTO {timeline} (message_id, seq, kind, at) \
-                     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[]) \
-                     ON CONFLICT (message_id, seq) DO NOTHING"
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[]){guard}"
                 ))
                 .bind(ids)
                 .bind(seqs)
@@ -289,7 +311,7 @@ impl Trace {
                 sqlx::query(&format!(
                     "INSERT INTO {timeline} (message_id, seq, kind, at) \
                      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 \
-                     FROM json_each($1) WHERE true ON CONFLICT (message_id, seq) DO NOTHING"
+                     FROM json_each($1) WHERE true{guard}"
                 ))
                 .bind(serde_json::Value::Array(rows).to_string())
                 .execute(conn)
@@ -336,12 +358,23 @@ impl Trace {
             .collect())
     }
 
-    /// Writes `rows` back, new or changed, in one statement.
-    async fn upsert(&self, tx: &mut StoreTx, rows: &[&TraceRow]) -> Result<(), HandlerError> {
+    /// Writes `rows` back in one statement: as upserts, or (rows known not to be there) as
+    /// plain inserts.
+    async fn write(
+        &self,
+        tx: &mut StoreTx,
+        rows: &[&TraceRow],
+        upsert: bool,
+    ) -> Result<(), HandlerError> {
         if rows.is_empty() {
             return Ok(());
         }
         let trace = &self.trace;
+        let conflict = if upsert {
+            format!(" ON CONFLICT (message_id) DO UPDATE SET {ROW_UPDATE}")
+        } else {
+            String::new()
+        };
         match tx.conn() {
             TxConn::Postgres(conn) => {
                 let texts =
@@ -355,8 +388,7 @@ impl Trace {
                     "INSERT INTO {trace} ({ROW_COLUMNS}) SELECT * FROM unnest(\
                      $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                      $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-                     $13::int8[], $14::int8[], $15::int8[], $16::int8[]) \
-                     ON CONFLICT (message_id) DO UPDATE SET {ROW_UPDATE}"
+                     $13::int8[], $14::int8[], $15::int8[], $16::int8[]){conflict}"
                 ))
                 .bind(texts(|r| &r.message_id))
                 .bind(texts(|r| &r.tenant_id))
@@ -407,7 +439,7 @@ impl Trace {
                     .join(", ");
                 sqlx::query(&format!(
                     "INSERT INTO {trace} ({ROW_COLUMNS}) SELECT {values} FROM json_each($1) \
-                     WHERE true ON CONFLICT (message_id) DO UPDATE SET {ROW_UPDATE}"
+                     WHERE true{conflict}"
                 ))
                 .bind(serde_json::Value::Array(rows).to_string())
                 .execute(conn)
