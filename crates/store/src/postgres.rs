@@ -236,12 +236,13 @@ impl PgStore {
         limit: i64,
     ) -> Result<Vec<sqlx::postgres::PgRow>> {
         let mut tx = self.inner.pool.begin().await?;
-        for setting in [
-            "SET LOCAL enable_bitmapscan = off",
-            "SET LOCAL enable_seqscan = off",
-        ] {
-            sqlx::query(setting).execute(&mut *tx).await?;
-        }
+        // Both in one round trip (`SET LOCAL` is one statement a setting).
+        sqlx::query(
+            "SELECT set_config('enable_bitmapscan', 'off', true), \
+                    set_config('enable_seqscan', 'off', true)",
+        )
+        .execute(&mut *tx)
+        .await?;
         let rows = sqlx::query(sql)
             .bind(after.transaction_id)
             .bind(after.global_position)
@@ -256,12 +257,13 @@ impl PgStore {
         Ok(rows)
     }
 
-    /// A batch that only creates streams inserts without reading versions first, so a stream
-    /// that exists shows as a clash on a key. Reported as the append protocol reports it: the
-    /// stream and its actual version (read outside the failed transaction, where the clashing
-    /// commit is visible). Any other error is returned as it is.
+    /// A batch that only creates streams, or only extends them at exact versions, inserts
+    /// without reading versions first, so a stream that exists (or has moved on) shows as a
+    /// clash on a key. Reported as the append protocol reports it: the stream and its actual
+    /// version (read outside the failed transaction, where the clashing commit is visible). Any
+    /// other error is returned as it is.
     async fn creation_conflict(&self, appends: &[StreamAppend], error: StoreError) -> StoreError {
-        if !creates_streams(appends)
+        if !(creates_streams(appends) || extends_streams(appends))
             || !matches!(
                 error,
                 StoreError::ConcurrentAppend | StoreError::DuplicateEventId { .. }
@@ -685,6 +687,26 @@ async fn append_on(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<
     if creates_streams(appends) {
         return create_on(conn, appends).await;
     }
+    if extends_streams(appends) {
+        return extend_on(conn, appends).await;
+    }
+    read_and_append(conn, appends).await
+}
+
+/// [`append_on`] in two steps: each stream's version (and that nothing was written before)
+/// read first, then the insert.
+async fn read_and_append(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<Vec<u64>> {
+    let (versions, starts) = read_versions(conn, appends).await?;
+    insert(conn, appends, &starts, false).await?;
+    Ok(versions)
+}
+
+/// Checks the batch's expectations against its streams' versions, and that the transaction has
+/// written nothing yet; each stream's new version and its first new position.
+async fn read_versions(
+    conn: &mut PgConnection,
+    appends: &[StreamAppend],
+) -> Result<(Vec<u64>, Vec<u64>)> {
     let ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
     let rows: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
         "SELECT s.id, (SELECT max(e.stream_position) FROM events e WHERE e.stream_id = s.id), \
@@ -701,10 +723,7 @@ async fn append_on(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<
         .into_iter()
         .map(|(id, v, _)| (id, v.map(|v| v as u64)))
         .collect();
-    let (versions, starts) = append::check_expectations(appends, &current)?;
-
-    insert(conn, appends, &starts, false).await?;
-    Ok(versions)
+    append::check_expectations(appends, &current)
 }
 
 /// Whether every stream of the batch is new (`NoStream`): a send's messages and its request.
@@ -712,6 +731,61 @@ fn creates_streams(appends: &[StreamAppend]) -> bool {
     appends
         .iter()
         .all(|a| a.expected == crate::ExpectedVersion::NoStream)
+}
+
+/// Whether every stream of the batch is expected at an exact version it has reached: a
+/// dispatch outcome, a receipt, a recall, an edit of a template.
+fn extends_streams(appends: &[StreamAppend]) -> bool {
+    appends
+        .iter()
+        .all(|a| matches!(a.expected, crate::ExpectedVersion::Exact(v) if v > 0))
+}
+
+/// [`append_on`] for a batch that extends streams at exact versions, in one statement: no
+/// versions read first (a round trip of the five a dispatch group commit made). The insert
+/// writes every event or none: only if each stream's expected last event is there and the
+/// transaction has written nothing yet. A stream that has moved past its expected version
+/// makes it clash on the primary key (`ConcurrentAppend`), as a concurrent append does; `append`
+/// reports it with the actual version ([`PgStore::creation_conflict`]). When nothing was
+/// inserted the versions are read as [`read_and_append`] reads them, to say why.
+async fn extend_on(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<Vec<u64>> {
+    let (mut ids, mut expected, mut starts, mut versions) = (
+        Vec::with_capacity(appends.len()),
+        Vec::with_capacity(appends.len()),
+        Vec::with_capacity(appends.len()),
+        Vec::with_capacity(appends.len()),
+    );
+    for append in appends {
+        let crate::ExpectedVersion::Exact(version) = append.expected else {
+            return read_and_append(conn, appends).await;
+        };
+        ids.push(append.stream_id.as_str());
+        expected.push(to_i64(version));
+        starts.push(version + 1);
+        versions.push(version + append.events.len() as u64);
+    }
+    let total: u64 = appends.iter().map(|a| a.events.len() as u64).sum();
+    let sql = format!(
+        "{INSERT_EVENTS} WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL) \
+           AND (SELECT count(*) FROM unnest($10::text[], $11::int8[]) AS s(id, version) \
+                WHERE EXISTS (SELECT 1 FROM events e \
+                              WHERE e.stream_id = s.id AND e.stream_position = s.version)) \
+               = cardinality($10::text[])"
+    );
+    let done = EventArrays::new(appends, &starts)
+        .bind(sqlx::query(&sql))
+        .bind(&ids)
+        .bind(&expected)
+        .execute(&mut *conn)
+        .await
+        .map_err(insert_error)?;
+    if done.rows_affected() == total {
+        return Ok(versions);
+    }
+    // Nothing was written: the reason, read as the two-step append reads it. Should the
+    // versions say yes after all, the streams moved meanwhile.
+    read_versions(conn, appends).await?;
+    Err(StoreError::ConcurrentAppend)
 }
 
 /// [`append_on`] for a batch that only creates streams: no versions to read first, every

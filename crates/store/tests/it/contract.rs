@@ -19,6 +19,7 @@ both_backends!(
     concurrent_appends_with_one_expected_version_have_one_winner,
     a_retried_append_returns_the_first_result_and_writes_nothing,
     a_multi_stream_append_is_all_or_nothing,
+    an_exact_batch_in_a_transaction_is_all_or_nothing,
     log_reads_filter_and_resume,
     checkpoints_move_by_compare_and_set,
     a_subscription_catches_up_then_follows_live,
@@ -245,6 +246,85 @@ async fn a_retried_append_returns_the_first_result_and_writes_nothing(store: Sto
         Err(StoreError::DuplicateEventId { .. })
     ));
     assert_eq!(store.stream_version("retry-4").await.unwrap(), None);
+}
+
+/// A batch that extends streams at exact versions, in a transaction (a dispatch group commit):
+/// one stream short of its expected version, or moved past it, and no stream is written.
+async fn an_exact_batch_in_a_transaction_is_all_or_nothing(store: Store) {
+    store
+        .append(&[
+            append("exact-a", ExpectedVersion::NoStream, 2),
+            append("exact-b", ExpectedVersion::NoStream, 1),
+        ])
+        .await
+        .unwrap();
+    let versions = |store: Store| async move {
+        (
+            store.stream_version("exact-a").await.unwrap(),
+            store.stream_version("exact-b").await.unwrap(),
+        )
+    };
+    // `exact-b` has not reached 2: refused with its actual version, and `exact-a` not written.
+    let mut tx = store.begin().await.unwrap();
+    let short = store
+        .append_in(
+            &mut tx,
+            &[
+                append("exact-a", ExpectedVersion::Exact(2), 1),
+                append("exact-b", ExpectedVersion::Exact(2), 1),
+            ],
+        )
+        .await;
+    match short {
+        Err(StoreError::WrongExpectedVersion {
+            stream_id, actual, ..
+        }) => assert_eq!((stream_id.as_str(), actual), ("exact-b", Some(1))),
+        other => panic!("expected exact-b's conflict, got {other:?}"),
+    }
+    tx.rollback().await.unwrap();
+    assert_eq!(versions(store.clone()).await, (Some(2), Some(1)));
+
+    // `exact-a` has moved past 1: a conflict, and `exact-b` not written.
+    let mut tx = store.begin().await.unwrap();
+    let moved = store
+        .append_in(
+            &mut tx,
+            &[
+                append("exact-b", ExpectedVersion::Exact(1), 1),
+                append("exact-a", ExpectedVersion::Exact(1), 1),
+            ],
+        )
+        .await;
+    assert!(
+        moved.as_ref().is_err_and(StoreError::is_conflict),
+        "{moved:?}"
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(versions(store.clone()).await, (Some(2), Some(1)));
+
+    // Both where they are expected: both written, numbered on from there.
+    let mut tx = store.begin().await.unwrap();
+    let written = store
+        .append_in(
+            &mut tx,
+            &[
+                append("exact-a", ExpectedVersion::Exact(2), 2),
+                append("exact-b", ExpectedVersion::Exact(1), 1),
+            ],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(written, vec![4, 2]);
+    assert_eq!(versions(store.clone()).await, (Some(4), Some(2)));
+    let positions: Vec<u64> = store
+        .read_stream("exact-a", 1, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.stream_position)
+        .collect();
+    assert_eq!(positions, vec![1, 2, 3, 4]);
 }
 
 async fn a_multi_stream_append_is_all_or_nothing(store: Store) {

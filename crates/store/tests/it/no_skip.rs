@@ -269,5 +269,29 @@ async fn postgres_append_after_another_write_is_refused() {
     );
     tx.commit().await.unwrap();
     assert_eq!(t.store.stream_version("late-2").await.unwrap(), None);
+
+    // And for a batch that extends streams at exact versions, which reads none either.
+    t.store
+        .append(&[StreamAppend {
+            stream_id: "late-3".into(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![event(1)],
+        }])
+        .await
+        .unwrap();
+    let mut tx = t.store.begin().await.unwrap();
+    store::on_tx!(tx, |conn| sqlx::query("INSERT INTO test_seen (subscriber, event_id, stream_id, stream_position) VALUES ('x', 'y2', 'z', 2)").execute(conn).await.map(|r| r.rows_affected())).unwrap();
+    let batch = [StreamAppend {
+        stream_id: "late-3".into(),
+        expected: ExpectedVersion::Exact(1),
+        events: vec![event(2)],
+    }];
+    let result = t.store.append_in(&mut tx, &batch).await;
+    assert!(
+        matches!(result, Err(store::StoreError::AppendNotFirstWrite)),
+        "{result:?}"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(t.store.stream_version("late-3").await.unwrap(), Some(1));
     t.cleanup().await;
 }
