@@ -152,6 +152,7 @@ pub fn start_dispatch(
         tasks.spawn(async move {
             let options = SubscriptionOptions {
                 filter: recall::filter(),
+                quiet_gap: recall::QUIET_GAP,
                 ..SubscriptionOptions::default()
             };
             let key = CheckpointKey::new(recall::SUBSCRIPTION, 0);

@@ -41,6 +41,12 @@ pub struct SubscriptionOptions {
     pub poll_interval: Duration,
     /// Pause after a failed batch before the next try.
     pub retry_delay: Duration,
+    /// After a read that found nothing, how long before the next one even when the doorbell
+    /// rings. A reader of a few event types (recalls) is rung by every append of every other
+    /// type: read at each ring, it read the log after every dispatch group commit to find
+    /// nothing, 1,430 reads in 4.5 s of `herald bench`'s dispatch phase, two in five of the
+    /// dispatch role's round trips to Postgres.
+    pub quiet_gap: Duration,
 }
 
 impl Default for SubscriptionOptions {
@@ -50,6 +56,7 @@ impl Default for SubscriptionOptions {
             batch_size: 500,
             poll_interval: Duration::from_millis(500),
             retry_delay: Duration::from_secs(1),
+            quiet_gap: Duration::ZERO,
         }
     }
 }
@@ -66,12 +73,14 @@ pub async fn run<S: EventStore, H: Handler>(
 ) -> Result<()> {
     let mut bell = store.doorbell().listen();
     // `saved` is what the store holds; `cursor` can run ahead of it over events the filter
-    // skipped, and is only persisted with the next handled batch.
+    // skipped, and is persisted with the next handled batch, or on its own now and then.
     let mut saved = store.load_checkpoint(key).await?;
     let mut cursor = saved.unwrap_or(Checkpoint::START);
     // While an open transaction holds committed events back, look again after this long,
     // doubling up to the poll interval.
     let mut blocked_wait = Duration::from_millis(5);
+    // When the cursor last went to the store without a batch.
+    let mut skip_saved: Option<std::time::Instant> = None;
     while !shutdown.is_cancelled() {
         bell.mark_seen();
         let batch = match store
@@ -87,15 +96,45 @@ pub async fn run<S: EventStore, H: Handler>(
         };
         if batch.events.is_empty() {
             cursor = batch.next;
+            // What the filter skipped is saved now and then, so that a restart does not walk
+            // it again: a reader of few event types otherwise went back, at every start, to
+            // the last batch it handled, the whole log for one that never handled any.
+            if saved.is_none_or(|s| s < cursor)
+                && skip_saved.is_none_or(|at| at.elapsed() >= SKIPPED_SAVED_EVERY)
+            {
+                skip_saved = Some(std::time::Instant::now());
+                match save_skipped(store, key, owner, saved, cursor).await {
+                    Ok(()) => saved = Some(cursor),
+                    Err(StoreError::CheckpointConflict { .. }) => {
+                        tracing::info!(subscription = %key.subscription, partition = key.partition, "checkpoint moved elsewhere");
+                        saved = store.load_checkpoint(key).await?;
+                        cursor = saved.unwrap_or(Checkpoint::START);
+                        if owner.is_some() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    // Only a shortcut for the next start: the reader goes on.
+                    Err(error) => {
+                        tracing::warn!(%error, subscription = %key.subscription, "saving a checkpoint failed");
+                    }
+                }
+            }
             let wait = if batch.blocked {
                 blocked_wait = (blocked_wait * 2).min(options.poll_interval);
                 blocked_wait
             } else {
                 options.poll_interval
             };
+            let quiet_until = tokio::time::Instant::now() + options.quiet_gap;
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                () = bell.rung() => {}
+                () = bell.rung() => {
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep_until(quiet_until) => {}
+                    }
+                }
                 () = tokio::time::sleep(wait) => {}
             }
             continue;
@@ -123,6 +162,25 @@ pub async fn run<S: EventStore, H: Handler>(
             }
         }
     }
+    Ok(())
+}
+
+/// How often at most a reader saves a cursor that moved over events its filter skipped.
+const SKIPPED_SAVED_EVERY: Duration = Duration::from_secs(10);
+
+/// Moves the checkpoint over events the filter skipped, with nothing handled.
+async fn save_skipped<S: EventStore>(
+    store: &S,
+    key: &CheckpointKey,
+    owner: Option<&str>,
+    saved: Option<Checkpoint>,
+    next: Checkpoint,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    store
+        .save_checkpoint(&mut tx, key, saved, next, owner)
+        .await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -23,6 +23,7 @@ both_backends!(
     log_reads_filter_and_resume,
     checkpoints_move_by_compare_and_set,
     a_subscription_catches_up_then_follows_live,
+    a_reader_that_finds_nothing_saves_what_it_skipped,
     malformed_appends_are_refused,
 );
 
@@ -513,6 +514,56 @@ async fn checkpoints_move_by_compare_and_set(store: Store) {
         .await
         .unwrap();
     tx.commit().await.unwrap();
+}
+
+/// A reader whose filter matches nothing handles no batch, yet its checkpoint moves past what
+/// it read: a restart does not walk the log again.
+async fn a_reader_that_finds_nothing_saves_what_it_skipped(store: Store) {
+    store
+        .append(&[append("skipped-1", ExpectedVersion::NoStream, 3)])
+        .await
+        .unwrap();
+    let head = store.read_stream("skipped-1", 3, 1).await.unwrap()[0].checkpoint;
+    let key = CheckpointKey::new("picky", 0);
+    let shutdown = CancellationToken::new();
+    let task = {
+        let (store, shutdown, key) = (store.clone(), shutdown.clone(), key.clone());
+        tokio::spawn(async move {
+            let options = SubscriptionOptions {
+                filter: LogFilter {
+                    categories: Vec::new(),
+                    event_types: vec!["Wanted".to_owned()],
+                    partition: None,
+                },
+                poll_interval: Duration::from_millis(20),
+                ..SubscriptionOptions::default()
+            };
+            store::subscription::run(
+                &store,
+                &key,
+                None,
+                &options,
+                &Recorder::new("picky"),
+                &shutdown,
+            )
+            .await
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let saved = store.load_checkpoint(&key).await.unwrap();
+        if saved.is_some_and(|saved| saved >= head) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the checkpoint stayed at {saved:?}, short of {head:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert!(seen(&store, "picky").await.is_empty());
 }
 
 async fn a_subscription_catches_up_then_follows_live(store: Store) {
