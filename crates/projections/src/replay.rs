@@ -598,6 +598,10 @@ fn at_once(projection: Projection, table: &str, index: &PgIndex) -> bool {
     index.unique && !projection.append_only().contains(&table)
 }
 
+/// Index builds of one projection at once, at most: two cores are busy with three (each may
+/// have parallel workers of its own).
+const MAX_BUILDS: usize = 3;
+
 /// Postgres: builds the shadows' other indexes once they are filled, and gathers statistics so
 /// queries plan well from the first moment after the swap. Each build and each `ANALYZE` runs
 /// on a connection of its own, side by side: one after the other, a replay's end waited for
@@ -620,6 +624,13 @@ async fn index_shadows(store: &Store, projection: Projection) -> Result<(), Repl
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (shadow, index) in builds {
+        // A few at a time, so that projections with many indexes cannot take the whole pool
+        // (a build that waits for a connection longer than the pool's timeout fails).
+        if tasks.len() >= MAX_BUILDS
+            && let Some(built) = tasks.join_next().await
+        {
+            joined(built)??;
+        }
         let pool = pg.pool().clone();
         tasks.spawn(async move { index.create_on(&mut *pool.acquire().await?, &shadow).await });
     }

@@ -99,7 +99,7 @@ pub async fn run<S: EventStore, H: Handler>(
             // What the filter skipped is saved now and then, so that a restart does not walk
             // it again: a reader of few event types otherwise went back, at every start, to
             // the last batch it handled, the whole log for one that never handled any.
-            if saved.is_none_or(|s| s < cursor)
+            if moved_on(saved, cursor)
                 && skip_saved.is_none_or(|at| at.elapsed() >= SKIPPED_SAVED_EVERY)
             {
                 skip_saved = Some(std::time::Instant::now());
@@ -168,6 +168,18 @@ pub async fn run<S: EventStore, H: Handler>(
 /// How often at most a reader saves a cursor that moved over events its filter skipped.
 const SKIPPED_SAVED_EVERY: Duration = Duration::from_secs(10);
 
+/// Whether a cursor moved over skipped events is worth saving. On Postgres the cursor follows
+/// the horizon, which every transaction moves, a save included: an idle reader would save
+/// every time. There it is saved once a thousand transactions have gone by (the log has
+/// grown); on SQLite, where it moves only over appended events, whenever it moved.
+fn moved_on(saved: Option<Checkpoint>, cursor: Checkpoint) -> bool {
+    match saved {
+        None => cursor > Checkpoint::START,
+        Some(saved) if saved.transaction_id == 0 && cursor.transaction_id == 0 => cursor > saved,
+        Some(saved) => cursor.transaction_id.saturating_sub(saved.transaction_id) >= 1_000,
+    }
+}
+
 /// Moves the checkpoint over events the filter skipped, with nothing handled.
 async fn save_skipped<S: EventStore>(
     store: &S,
@@ -225,5 +237,30 @@ impl<H: Handler> Handler for Arc<H> {
 
     fn committed(&self) -> impl Future<Output = ()> + Send {
         (**self).committed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(transaction_id: i64, global_position: i64) -> Checkpoint {
+        Checkpoint {
+            transaction_id,
+            global_position,
+        }
+    }
+
+    #[test]
+    fn a_skipped_cursor_is_saved_once_the_log_has_moved_on() {
+        // Never saved: any move counts.
+        assert!(moved_on(None, at(5_000, i64::MAX)));
+        assert!(!moved_on(None, Checkpoint::START));
+        // Postgres: an idle horizon creeping by the saves' own transactions is not worth a save.
+        assert!(!moved_on(Some(at(5_000, i64::MAX)), at(5_002, i64::MAX)));
+        assert!(moved_on(Some(at(5_000, i64::MAX)), at(6_000, i64::MAX)));
+        // SQLite: the cursor moves over appended events only.
+        assert!(moved_on(Some(at(0, 10)), at(0, 11)));
+        assert!(!moved_on(Some(at(0, 10)), at(0, 10)));
     }
 }
