@@ -47,6 +47,9 @@ pub struct SubscriptionOptions {
     /// nothing, 1,430 reads in 4.5 s of `herald bench`'s dispatch phase, two in five of the
     /// dispatch role's round trips to Postgres.
     pub quiet_gap: Duration,
+    /// How often at most a cursor moved over events the filter skipped is saved when no
+    /// handled batch carries it.
+    pub save_skipped_every: Duration,
 }
 
 impl Default for SubscriptionOptions {
@@ -57,6 +60,7 @@ impl Default for SubscriptionOptions {
             poll_interval: Duration::from_millis(500),
             retry_delay: Duration::from_secs(1),
             quiet_gap: Duration::ZERO,
+            save_skipped_every: Duration::from_secs(10),
         }
     }
 }
@@ -99,8 +103,14 @@ pub async fn run<S: EventStore, H: Handler>(
             // What the filter skipped is saved now and then, so that a restart does not walk
             // it again: a reader of few event types otherwise went back, at every start, to
             // the last batch it handled, the whole log for one that never handled any.
-            if moved_on(saved, cursor)
-                && skip_saved.is_none_or(|at| at.elapsed() >= SKIPPED_SAVED_EVERY)
+            // A save made while an open transaction held the horizon back is put right within
+            // ten intervals, however few transactions went by since.
+            let since = skip_saved.map(|at| at.elapsed());
+            let every = options.save_skipped_every;
+            if since.is_none_or(|since| since >= every)
+                && (moved_on(saved, cursor)
+                    || (since.is_none_or(|since| since >= every * 10)
+                        && saved.is_none_or(|s| s < cursor)))
             {
                 skip_saved = Some(std::time::Instant::now());
                 match save_skipped(store, key, owner, saved, cursor).await {
@@ -165,13 +175,11 @@ pub async fn run<S: EventStore, H: Handler>(
     Ok(())
 }
 
-/// How often at most a reader saves a cursor that moved over events its filter skipped.
-const SKIPPED_SAVED_EVERY: Duration = Duration::from_secs(10);
-
 /// Whether a cursor moved over skipped events is worth saving. On Postgres the cursor follows
 /// the horizon, which every transaction moves, a save included: an idle reader would save
 /// every time. There it is saved once a thousand transactions have gone by (the log has
-/// grown); on SQLite, where it moves only over appended events, whenever it moved.
+/// grown), or after ten intervals; on SQLite, where it moves only over appended events,
+/// whenever it moved.
 fn moved_on(saved: Option<Checkpoint>, cursor: Checkpoint) -> bool {
     match saved {
         None => cursor > Checkpoint::START,
