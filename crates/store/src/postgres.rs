@@ -263,7 +263,7 @@ impl PgStore {
     /// version (read outside the failed transaction, where the clashing commit is visible). Any
     /// other error is returned as it is.
     async fn creation_conflict(&self, appends: &[StreamAppend], error: StoreError) -> StoreError {
-        if !(creates_streams(appends) || extends_streams(appends))
+        if !(creates_streams(appends) || exact_versions(appends).is_some())
             || !matches!(
                 error,
                 StoreError::ConcurrentAppend | StoreError::DuplicateEventId { .. }
@@ -687,8 +687,8 @@ async fn append_on(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<
     if creates_streams(appends) {
         return create_on(conn, appends).await;
     }
-    if extends_streams(appends) {
-        return extend_on(conn, appends).await;
+    if let Some(expected) = exact_versions(appends) {
+        return extend_on(conn, appends, &expected).await;
     }
     read_and_append(conn, appends).await
 }
@@ -733,12 +733,16 @@ fn creates_streams(appends: &[StreamAppend]) -> bool {
         .all(|a| a.expected == crate::ExpectedVersion::NoStream)
 }
 
-/// Whether every stream of the batch is expected at an exact version it has reached: a
-/// dispatch outcome, a receipt, a recall, an edit of a template.
-fn extends_streams(appends: &[StreamAppend]) -> bool {
+/// Each stream's expected version, when every stream of the batch is expected at an exact
+/// version it has reached: a dispatch outcome, a receipt, a recall, an edit of a template.
+fn exact_versions(appends: &[StreamAppend]) -> Option<Vec<u64>> {
     appends
         .iter()
-        .all(|a| matches!(a.expected, crate::ExpectedVersion::Exact(v) if v > 0))
+        .map(|a| match a.expected {
+            crate::ExpectedVersion::Exact(v) if v > 0 => Some(v),
+            _ => None,
+        })
+        .collect()
 }
 
 /// [`append_on`] for a batch that extends streams at exact versions, in one statement: no
@@ -748,22 +752,13 @@ fn extends_streams(appends: &[StreamAppend]) -> bool {
 /// makes it clash on the primary key (`ConcurrentAppend`), as a concurrent append does; `append`
 /// reports it with the actual version ([`PgStore::creation_conflict`]). When nothing was
 /// inserted the versions are read as [`read_and_append`] reads them, to say why.
-async fn extend_on(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<Vec<u64>> {
-    let (mut ids, mut expected, mut starts, mut versions) = (
-        Vec::with_capacity(appends.len()),
-        Vec::with_capacity(appends.len()),
-        Vec::with_capacity(appends.len()),
-        Vec::with_capacity(appends.len()),
-    );
-    for append in appends {
-        let crate::ExpectedVersion::Exact(version) = append.expected else {
-            return read_and_append(conn, appends).await;
-        };
-        ids.push(append.stream_id.as_str());
-        expected.push(to_i64(version));
-        starts.push(version + 1);
-        versions.push(version + append.events.len() as u64);
-    }
+async fn extend_on(
+    conn: &mut PgConnection,
+    appends: &[StreamAppend],
+    expected: &[u64],
+) -> Result<Vec<u64>> {
+    let ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+    let starts: Vec<u64> = expected.iter().map(|v| v + 1).collect();
     let total: u64 = appends.iter().map(|a| a.events.len() as u64).sum();
     let sql = format!(
         "{INSERT_EVENTS} WHERE (SELECT pg_current_xact_id_if_assigned() IS NULL) \
@@ -775,12 +770,16 @@ async fn extend_on(conn: &mut PgConnection, appends: &[StreamAppend]) -> Result<
     let done = EventArrays::new(appends, &starts)
         .bind(sqlx::query(&sql))
         .bind(&ids)
-        .bind(&expected)
+        .bind(expected.iter().map(|v| to_i64(*v)).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await
         .map_err(insert_error)?;
     if done.rows_affected() == total {
-        return Ok(versions);
+        return Ok(appends
+            .iter()
+            .zip(expected)
+            .map(|(a, v)| v + a.events.len() as u64)
+            .collect());
     }
     // Nothing was written: the reason, read as the two-step append reads it. Should the
     // versions say yes after all, the streams moved meanwhile.
