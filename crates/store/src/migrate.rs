@@ -83,6 +83,11 @@ const POSTGRES: &[Source] = &[
         "the log as json",
         include_str!("../../../migrations/postgres/0015_log_as_json.sql"),
     ),
+    (
+        16,
+        "recall requests in log order",
+        include_str!("../../../migrations/postgres/0016_recall_requests_index.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[

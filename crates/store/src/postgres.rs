@@ -61,6 +61,10 @@ struct Inner {
     _background: DropGuard,
 }
 
+/// Event types with a partial index of the log order of their own (migration 0016): a log
+/// read filtered to these walks that index. Only these fixed names are ever written into SQL.
+const INDEXED_EVENT_TYPES: &[&str] = &["RecallRequested"];
+
 /// A pooled connection idle this long is pinged before it is handed out (see `connect`).
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(60);
 
@@ -420,6 +424,24 @@ impl EventStore for PgStore {
         // know that almost no row passes), which made every read cost O(log size).
         // A LEFT JOIN keeps the horizon row when no event matches, so an idle filtered reader
         // still moves past what it has scanned.
+        // A filter on event types that all have an index of their own (a partial index of
+        // the log order) names them in the SQL too: only a predicate written out lets the
+        // planner prove the index covers the read, and then the walk is over those events
+        // alone instead of the whole log.
+        let indexed: Option<Vec<String>> = filter
+            .event_types
+            .iter()
+            .map(|t| {
+                let known = INDEXED_EVENT_TYPES.iter().find(|i| **i == t.as_str())?;
+                Some(format!("'{known}'"))
+            })
+            .collect();
+        let indexed = match indexed {
+            Some(types) if !types.is_empty() => {
+                format!("AND event_type IN ({}) ", types.join(", "))
+            }
+            _ => String::new(),
+        };
         let sql = format!(
             "WITH x AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
                   h AS MATERIALIZED (SELECT x.xmin, coalesce((SELECT b.transaction_id \
@@ -430,7 +452,7 @@ impl EventStore for PgStore {
                WHERE (transaction_id, global_position) > ($1::int8::text::xid8, $2) \
                  AND transaction_id < h.xmin \
                  AND (cardinality($3::text[]) = 0 OR category = ANY($3)) \
-                 AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
+                 AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) {indexed}\
                  AND ($5::int4 = 0 OR partition_key % $5 = $6) \
                ORDER BY transaction_id, global_position LIMIT $7 \
              ) e ON true ORDER BY e.tx, e.global_position"
