@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::NaiveDate;
 use domain::{MessageEvent, ReceiptOutcome};
 use serde_json::json;
+use store::copy::CopyRows;
 use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, TxConn, on_read};
 
 use crate::{Decoded, Target};
@@ -313,6 +314,21 @@ impl Stats {
             String::new()
         };
         match tx.conn() {
+            TxConn::Postgres(conn) if !upsert => {
+                let mut copy = CopyRows::with_capacity(messages.len() * 96);
+                for (id, m) in messages {
+                    copy.text(id)
+                        .text(&m.tenant)
+                        .text(&m.template)
+                        .text(&m.channel)
+                        .text(&m.account)
+                        .bool(m.dispatched)
+                        .optional_text(m.receipt.as_deref())
+                        .optional_text(m.receipt_day.as_deref())
+                        .end_row();
+                }
+                copy.copy_into(conn, table, MESSAGE_COLUMNS).await?;
+            }
             TxConn::Postgres(conn) => {
                 let texts =
                     |f: fn(&Seen) -> &str| messages.iter().map(|(_, m)| f(m)).collect::<Vec<_>>();

@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use domain::{MessageEvent, ReceiptOutcome};
 use serde_json::json;
+use store::copy::CopyRows;
 use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, TxConn, on_read};
 
 use crate::lag::Lag;
@@ -281,6 +282,18 @@ impl Trace {
             ""
         };
         match tx.conn() {
+            TxConn::Postgres(conn) if !self.target.guarded() => {
+                let mut copy = CopyRows::with_capacity(steps.len() * 64);
+                for step in steps {
+                    copy.text(step.message_id)
+                        .int(step.seq)
+                        .text(kind(step.event))
+                        .int(step.at)
+                        .end_row();
+                }
+                copy.copy_into(conn, timeline, "message_id, seq, kind, at")
+                    .await?;
+            }
             TxConn::Postgres(conn) => {
                 let mut ids = Vec::with_capacity(steps.len());
                 let mut seqs = Vec::with_capacity(steps.len());
@@ -376,6 +389,29 @@ impl Trace {
             String::new()
         };
         match tx.conn() {
+            TxConn::Postgres(conn) if !upsert => {
+                let mut copy = CopyRows::with_capacity(rows.len() * 160);
+                for r in rows {
+                    copy.text(&r.message_id)
+                        .text(&r.tenant_id)
+                        .text(&r.request_id)
+                        .text(&r.receiver)
+                        .text(&r.template_id)
+                        .text(&r.channel)
+                        .text(&r.msg_type)
+                        .text(&r.status)
+                        .optional_text(r.last_receipt.as_deref())
+                        .optional_text(r.account.as_deref())
+                        .optional_text(r.supplier.as_deref())
+                        .optional_text(r.supplier_message_id.as_deref())
+                        .int(r.attempts)
+                        .int(r.clicks)
+                        .int(r.accepted_at)
+                        .int(r.updated_at)
+                        .end_row();
+                }
+                copy.copy_into(conn, trace, ROW_COLUMNS).await?;
+            }
             TxConn::Postgres(conn) => {
                 let texts =
                     |f: fn(&TraceRow) -> &str| rows.iter().map(|r| f(r)).collect::<Vec<_>>();

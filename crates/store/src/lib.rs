@@ -8,6 +8,7 @@
 //! - [`group`]: consumer groups sharing partitions through leases.
 //! - [`queue`]: a work queue in lanes, with leased claims (dispatch's due queue).
 //! - [`crowd`]: uploaded files in chunks, and the crowd sends' schedule with leased claims.
+//! - [`copy`]: rows written with Postgres's `COPY`, for tables being filled from nothing.
 //! - [`portable`]: events recorded elsewhere written as they were (`herald import`), and the
 //!   lookups an export needs to resume.
 //!
@@ -15,6 +16,7 @@
 
 mod any;
 mod append;
+pub mod copy;
 pub mod crowd;
 pub mod doorbell;
 mod error;

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod contract;
+mod copy;
 mod doorbell;
 mod leases;
 mod no_skip;
