@@ -2,17 +2,25 @@
 //! and the supplier's ids of it, to set beside the supplier's bill (`reconciliation(account,
 //! date)` and `herald reconcile`).
 //!
-//! One row per message (`reconciliation_messages`): made at acceptance (the only event that
-//! names the tenant), filled in by `MessageDispatched` (account, supplier, the supplier's id, when)
-//! and by receipts (the latest outcome wins, as in the trace), and removed when the message ends
-//! without a dispatch. A day is counted over `dispatched_at` at query time, so the day may be taken
-//! in the supplier's time zone: Chinese suppliers bill by Beijing time.
+//! One row per message that reached a supplier (`reconciliation_messages`): made by its
+//! `MessageDispatched` (account, supplier, the supplier's id, when) or by a receipt that came
+//! first (the latest outcome wins, as in the trace), under the tenant its event's metadata names,
+//! and removed when the message ends without a dispatch. A day is counted over `dispatched_at` at
+//! query time, so the day may be taken in the supplier's time zone: Chinese suppliers bill by
+//! Beijing time.
+//!
+//! Messages accepted and not dispatched (yet) have no row: no query counts them, and a row made
+//! at acceptance for each was a fifth of what a replay wrote. Rows an earlier version made at
+//! acceptance are harmless (no query counts a row without `dispatched_at`) and go at the next
+//! replay.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use domain::MessageEvent;
 use serde_json::json;
+use store::copy::CopyRows;
 use store::{HandlerError, LogFilter, RecordedEvent, Store, StoreTx, TxConn, on_read};
 
 use crate::{Decoded, Target};
@@ -75,37 +83,51 @@ const UPDATE: &str = "tenant_id = excluded.tenant_id, account = excluded.account
      dispatched_at = excluded.dispatched_at, receipt = excluded.receipt";
 
 /// What an event does to its message's row.
+#[derive(Debug)]
 enum Change<'a> {
-    /// Makes the row, unless there is one.
-    Accept { tenant: &'a str },
-    /// Fills in where the message went, if there is a row.
+    /// Fills in where the message went, making the row if there is none.
     Dispatch {
+        tenant: Cow<'a, str>,
         account: &'a str,
         supplier: &'a str,
         supplier_message_id: Option<&'a str>,
         at: i64,
     },
-    /// The latest outcome wins, if there is a row.
-    Receipt { outcome: &'static str },
+    /// The latest outcome wins; makes the row (not yet dispatched) if there is none.
+    Receipt {
+        tenant: Cow<'a, str>,
+        outcome: &'static str,
+    },
     /// The message ended without a dispatch: it never reaches a bill, and its row goes (a row
     /// already dispatched stays).
     End,
 }
 
-/// What `event` changes; `None` for what leaves the table alone.
-fn change(event: &MessageEvent) -> Option<Change<'_>> {
+/// The part of an event's metadata this projection reads: whose message it is.
+#[derive(serde::Deserialize)]
+struct Owner<'a> {
+    #[serde(borrow)]
+    tenant: Cow<'a, str>,
+}
+
+/// What `event` changes (`metadata` is its record's, read only by the events that may make a
+/// row); `Ok(None)` for what leaves the table alone.
+fn change<'a>(
+    event: &'a MessageEvent,
+    metadata: &'a str,
+) -> Result<Option<Change<'a>>, HandlerError> {
     use MessageEvent as E;
-    match event {
-        E::MessageAccepted(e) => Some(Change::Accept {
-            tenant: e.tenant.as_str(),
-        }),
+    let tenant = || serde_json::from_str::<Owner<'a>>(metadata).map(|owner| owner.tenant);
+    Ok(match event {
         E::MessageDispatched(e) => Some(Change::Dispatch {
+            tenant: tenant()?,
             account: &e.account,
             supplier: &e.supplier,
             supplier_message_id: e.supplier_message_id.as_deref(),
             at: e.at.timestamp_millis(),
         }),
         E::ReceiptReceived(e) => Some(Change::Receipt {
+            tenant: tenant()?,
             outcome: e.outcome.as_str(),
         }),
         E::MessageDeduplicated(_)
@@ -113,53 +135,55 @@ fn change(event: &MessageEvent) -> Option<Change<'_>> {
         | E::MessageDiscarded(_)
         | E::MessageFailed(_)
         | E::MessageRecalled(_) => Some(Change::End),
-        E::MessageDeferred(_)
+        E::MessageAccepted(_)
+        | E::MessageDeferred(_)
         | E::MessageRateLimited(_)
         | E::DispatchFailed(_)
         | E::MessageClicked(_)
         | E::MessageRead(_)
         | E::RecallRequested(_)
         | E::RecallFailed(_) => None,
+    })
+}
+
+/// A row of a message just reaching the table: the tenant's, nothing else known yet.
+fn new_row(tenant: &str) -> Row {
+    Row {
+        tenant_id: tenant.to_owned(),
+        account: None,
+        supplier: None,
+        supplier_message_id: None,
+        dispatched_at: None,
+        receipt: None,
     }
 }
 
 /// Applies one change to a message's row (`None`: there is none), as the one statement per
-/// event that this replaces would have: an acceptance never overwrites a row, an update or a
-/// removal of a row that is not there changes nothing.
+/// event that this replaces would have: a dispatch or a receipt makes the row it finds missing,
+/// a removal of a row that is not there changes nothing.
 fn fold(row: &mut Option<Row>, change: &Change<'_>) {
-    match (change, row.as_mut()) {
-        (Change::Accept { tenant }, None) => {
-            *row = Some(Row {
-                tenant_id: (*tenant).to_owned(),
-                account: None,
-                supplier: None,
-                supplier_message_id: None,
-                dispatched_at: None,
-                receipt: None,
-            });
-        }
-        (
-            Change::Dispatch {
-                account,
-                supplier,
-                supplier_message_id,
-                at,
-            },
-            Some(row),
-        ) => {
+    match change {
+        Change::Dispatch {
+            tenant,
+            account,
+            supplier,
+            supplier_message_id,
+            at,
+        } => {
+            let row = row.get_or_insert_with(|| new_row(tenant));
             row.account = Some((*account).to_owned());
             row.supplier = Some((*supplier).to_owned());
             row.supplier_message_id = supplier_message_id.map(str::to_owned);
             row.dispatched_at = Some(*at);
         }
-        (Change::Receipt { outcome }, Some(row)) => row.receipt = Some((*outcome).to_owned()),
-        (Change::End, Some(existing)) => {
-            if existing.dispatched_at.is_none() {
+        Change::Receipt { tenant, outcome } => {
+            row.get_or_insert_with(|| new_row(tenant)).receipt = Some((*outcome).to_owned());
+        }
+        Change::End => {
+            if row.as_ref().is_some_and(|r| r.dispatched_at.is_none()) {
                 *row = None;
             }
         }
-        (Change::Accept { .. }, Some(_))
-        | (Change::Dispatch { .. } | Change::Receipt { .. } | Change::End, None) => {}
     }
 }
 
@@ -182,21 +206,26 @@ impl Reconciliation {
         tx: &mut StoreTx,
         batch: &[Decoded<'_>],
     ) -> Result<(), HandlerError> {
-        let changes: Vec<(&str, u64, Change<'_>)> = batch
-            .iter()
-            .filter_map(|d| {
-                let change = change(d.event)?;
-                Some((d.message_id, d.recorded.stream_position, change))
-            })
-            .collect();
+        let mut changes: Vec<(&str, u64, Change<'_>)> = Vec::new();
+        for d in batch {
+            if let Some(change) = change(d.event, &d.recorded.metadata)? {
+                changes.push((d.message_id, d.recorded.stream_position, change));
+            }
+        }
         if changes.is_empty() {
             return Ok(());
         }
         let mut ids: Vec<&str> = changes.iter().map(|(id, _, _)| *id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let positions = changes.iter().map(|(id, position, _)| (*id, *position));
-        let loaded = self.load(tx, &crate::continued(positions)).await?;
+        // Messages accepted in this batch have no row from an earlier one: their acceptance
+        // (which changes nothing here) says so.
+        let positions = batch
+            .iter()
+            .map(|d| (d.message_id, d.recorded.stream_position));
+        let mut continued = crate::continued(positions);
+        continued.retain(|id| ids.binary_search(id).is_ok());
+        let loaded = self.load(tx, &continued).await?;
         let mut rows: HashMap<&str, Option<Row>> = ids
             .iter()
             .map(|id| (*id, loaded.get(*id).cloned()))
@@ -300,6 +329,20 @@ impl Reconciliation {
             String::new()
         };
         match tx.conn() {
+            TxConn::Postgres(conn) if !upsert => {
+                let mut copy = CopyRows::with_capacity(rows.len() * 64);
+                for (id, r) in rows {
+                    copy.text(id)
+                        .text(&r.tenant_id)
+                        .optional_text(r.account.as_deref())
+                        .optional_text(r.supplier.as_deref())
+                        .optional_text(r.supplier_message_id.as_deref())
+                        .optional_int(r.dispatched_at)
+                        .optional_text(r.receipt.as_deref())
+                        .end_row();
+                }
+                copy.copy_into(conn, table, COLUMNS).await?;
+            }
             TxConn::Postgres(conn) => {
                 let options = |f: fn(&Row) -> Option<&str>| {
                     rows.iter().map(|(_, r)| f(r)).collect::<Vec<_>>()
@@ -495,17 +538,6 @@ pub fn flagged(gap: Option<f64>, tolerance: f64) -> bool {
 mod tests {
     use super::*;
 
-    fn row(tenant: &str) -> Row {
-        Row {
-            tenant_id: tenant.to_owned(),
-            account: None,
-            supplier: None,
-            supplier_message_id: None,
-            dispatched_at: None,
-            receipt: None,
-        }
-    }
-
     fn run(row: Option<Row>, changes: &[Change<'_>]) -> Option<Row> {
         let mut row = row;
         for change in changes {
@@ -514,57 +546,91 @@ mod tests {
         row
     }
 
-    const DISPATCH: Change<'static> = Change::Dispatch {
-        account: "sms-a",
-        supplier: "tencent_sms",
-        supplier_message_id: Some("s-1"),
-        at: 5,
-    };
+    fn dispatch(tenant: &str) -> Change<'_> {
+        Change::Dispatch {
+            tenant: Cow::Borrowed(tenant),
+            account: "sms-a",
+            supplier: "tencent_sms",
+            supplier_message_id: Some("s-1"),
+            at: 5,
+        }
+    }
 
-    const DELIVERED: Change<'static> = Change::Receipt {
-        outcome: "DELIVERED",
-    };
+    fn receipt<'a>(tenant: &'a str, outcome: &'static str) -> Change<'a> {
+        Change::Receipt {
+            tenant: Cow::Borrowed(tenant),
+            outcome,
+        }
+    }
 
     #[test]
     fn a_batch_folds_as_one_statement_per_event_would() {
-        // An update or a removal of a row that is not there changes nothing.
-        assert_eq!(run(None, &[DISPATCH, DELIVERED, Change::End]), None);
-        // An acceptance never overwrites; a receipt before the dispatch is kept; a dispatched
-        // message stays.
-        let accepted = Change::Accept { tenant: "acme" };
-        let again = Change::Accept { tenant: "globex" };
-        let undelivered = Change::Receipt {
-            outcome: "UNDELIVERED",
-        };
         let dispatched = Row {
             account: Some("sms-a".to_owned()),
             supplier: Some("tencent_sms".to_owned()),
             supplier_message_id: Some("s-1".to_owned()),
             dispatched_at: Some(5),
             receipt: Some("UNDELIVERED".to_owned()),
-            ..row("acme")
+            ..new_row("acme")
         };
+        // A dispatch makes the row; the latest receipt wins; a dispatched message stays.
         assert_eq!(
             run(
                 None,
                 &[
-                    accepted,
-                    again,
-                    DELIVERED,
-                    DISPATCH,
-                    undelivered,
+                    dispatch("acme"),
+                    receipt("acme", "DELIVERED"),
+                    receipt("acme", "UNDELIVERED"),
+                    Change::End
+                ]
+            ),
+            Some(dispatched.clone())
+        );
+        // A receipt before the dispatch makes the row and is kept; the tenant is the first's.
+        assert_eq!(
+            run(
+                None,
+                &[
+                    receipt("acme", "UNDELIVERED"),
+                    dispatch("globex"),
                     Change::End
                 ]
             ),
             Some(dispatched)
         );
-        // Ended without a dispatch: removed, and made anew by an acceptance after.
-        let ended = run(Some(row("acme")), &[Change::End]);
-        assert_eq!(ended, None);
-        assert_eq!(
-            run(ended, &[Change::Accept { tenant: "globex" }]),
-            Some(row("globex"))
-        );
+        // Ended without a dispatch: removed; a removal of no row changes nothing.
+        let early = run(None, &[receipt("acme", "DELIVERED")]);
+        assert!(early.is_some());
+        assert_eq!(run(early, &[Change::End]), None);
+        assert_eq!(run(None, &[Change::End]), None);
+    }
+
+    #[test]
+    fn only_dispatches_and_receipts_read_whose_message_it_is() {
+        use domain::MessageEvent;
+        use domain::message::{MessageDispatched, MessageFailed};
+        let at = "2024-05-01T00:00:00Z".parse().unwrap_or_default();
+        let event = MessageEvent::MessageDispatched(MessageDispatched {
+            account: "sms-a".to_owned(),
+            supplier: "tencent_sms".to_owned(),
+            supplier_message_id: None,
+            attempt: 1,
+            latency_ms: 3,
+            masked_words: 0,
+            at,
+        });
+        let metadata = r#"{"tenant":"ac\\me","correlation_id":"r-1"}"#;
+        match change(&event, metadata) {
+            Ok(Some(Change::Dispatch { tenant, .. })) => assert_eq!(tenant, "ac\\me"),
+            other => panic!("{other:?}"),
+        }
+        assert!(change(&event, "{}").is_err());
+        let ended = MessageEvent::MessageFailed(MessageFailed {
+            reason: "gave up".to_owned(),
+            attempts: 3,
+            at,
+        });
+        assert!(matches!(change(&ended, "{}"), Ok(Some(Change::End))));
     }
 
     #[test]

@@ -139,7 +139,8 @@ fn streams() -> Vec<(MessageId, Vec<MessageEvent>)> {
             dispatched("sms-a", Some("told-3"), "2024-05-02T09:00:01Z"),
             receipt(Delivered, "2024-05-02T09:00:02Z"),
         ],
-        // Ends without a dispatch: its reconciliation row goes; a receipt after counts nothing.
+        // Ends without a dispatch: nothing counts its reconciliation row (a receipt after makes
+        // one, never dispatched); a receipt after counts nothing.
         vec![
             accepted("acme", other, "2024-05-02T10:00:00Z"),
             failed("2024-05-02T10:00:01Z"),
@@ -182,12 +183,13 @@ fn streams() -> Vec<(MessageId, Vec<MessageEvent>)> {
     streams
 }
 
-fn encode(event: &MessageEvent) -> NewEvent {
+/// `event` of a message of `tenant`, with the metadata Herald writes (whose message it is).
+fn encode(event: &MessageEvent, tenant: &TenantId) -> NewEvent {
     NewEvent::new(
         event.event_type(),
         MessageEvent::SCHEMA_VERSION,
         &event.encode(),
-        &json!({}),
+        &json!(EventMetadata::new(tenant.clone())),
     )
 }
 
@@ -200,14 +202,19 @@ async fn fill(store: &Store) -> Vec<RecordedEvent> {
         let appends: Vec<StreamAppend> = streams
             .iter()
             .filter(|(_, events)| events.len() > round)
-            .map(|(id, events)| StreamAppend {
-                stream_id: id.stream_name(),
-                expected: if round == 0 {
-                    ExpectedVersion::NoStream
-                } else {
-                    ExpectedVersion::Exact(round as u64)
-                },
-                events: vec![encode(&events[round])],
+            .map(|(id, events)| {
+                let MessageEvent::MessageAccepted(accepted) = &events[0] else {
+                    unreachable!("every stream begins with its acceptance")
+                };
+                StreamAppend {
+                    stream_id: id.stream_name(),
+                    expected: if round == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(round as u64)
+                    },
+                    events: vec![encode(&events[round], &accepted.tenant)],
+                }
             })
             .collect();
         store.append(&appends).await.unwrap();

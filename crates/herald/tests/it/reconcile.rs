@@ -17,12 +17,13 @@ fn at(seconds: i64) -> DateTime<Utc> {
     "2024-05-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::seconds(seconds)
 }
 
-fn event(event: MessageEvent) -> NewEvent {
+/// `event` of a message of `tenant`, with the metadata Herald writes (whose message it is).
+fn event(tenant: &str, event: MessageEvent) -> NewEvent {
     NewEvent::new(
         event.event_type(),
         event.schema_version(),
         &event.encode(),
-        &json!({}),
+        &json!(EventMetadata::new(TenantId::parse(tenant).unwrap())),
     )
 }
 
@@ -84,12 +85,15 @@ async fn fill(store: &Store) {
         let tenant = if i % 2 == 0 { "acme" } else { "globex" };
         let when = at(3600 + i as i64 * 60);
         let (id, accept) = accepted(tenant, when);
-        let mut events = vec![event(accept), event(dispatched("sms-a", &sid(i), when))];
+        let mut events = vec![
+            event(tenant, accept),
+            event(tenant, dispatched("sms-a", &sid(i), when)),
+        ];
         match i {
-            0..990 => events.push(event(receipt(ReceiptOutcome::Delivered, when))),
+            0..990 => events.push(event(tenant, receipt(ReceiptOutcome::Delivered, when))),
             990..995 => {
-                events.push(event(receipt(ReceiptOutcome::Delivered, when)));
-                events.push(event(receipt(ReceiptOutcome::Undelivered, when)));
+                events.push(event(tenant, receipt(ReceiptOutcome::Delivered, when)));
+                events.push(event(tenant, receipt(ReceiptOutcome::Undelivered, when)));
             }
             _ => {}
         }
@@ -97,23 +101,26 @@ async fn fill(store: &Store) {
     }
     // Another account the same day; sms-a the next day; a message that never went out.
     for i in 0..10 {
-        let (id, accept) = accepted("acme", at(7200));
+        let tenant = "acme";
+        let (id, accept) = accepted(tenant, at(7200));
         let send = dispatched("sms-b", &format!("b-{i}"), at(7200));
-        streams.push((id, vec![event(accept), event(send)]));
+        streams.push((id, vec![event(tenant, accept), event(tenant, send)]));
     }
     for i in 0..5 {
         let when = at(86_400 + 60);
-        let (id, accept) = accepted("acme", when);
+        let tenant = "acme";
+        let (id, accept) = accepted(tenant, when);
         let send = dispatched("sms-a", &format!("next-{i}"), when);
-        streams.push((id, vec![event(accept), event(send)]));
+        streams.push((id, vec![event(tenant, accept), event(tenant, send)]));
     }
-    let (id, accept) = accepted("acme", at(60));
+    let tenant = "acme";
+    let (id, accept) = accepted(tenant, at(60));
     let failed = MessageEvent::MessageFailed(MessageFailed {
         reason: "x".into(),
         attempts: 3,
         at: at(61),
     });
-    streams.push((id, vec![event(accept), event(failed)]));
+    streams.push((id, vec![event(tenant, accept), event(tenant, failed)]));
     for chunk in streams.chunks(100) {
         let appends: Vec<StreamAppend> = chunk
             .iter()
