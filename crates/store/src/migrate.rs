@@ -88,6 +88,11 @@ const POSTGRES: &[Source] = &[
         "recall requests in log order",
         include_str!("../../../migrations/postgres/0016_recall_requests_index.sql"),
     ),
+    (
+        17,
+        "timeline index of outcomes alone",
+        include_str!("../../../migrations/postgres/0017_timeline_outcomes_index.sql"),
+    ),
 ];
 
 const SQLITE: &[Source] = &[
