@@ -206,16 +206,16 @@ impl Reconciliation {
         tx: &mut StoreTx,
         batch: &[Decoded<'_>],
     ) -> Result<(), HandlerError> {
-        let mut changes: Vec<(&str, u64, Change<'_>)> = Vec::new();
+        let mut changes: Vec<(&str, Change<'_>)> = Vec::new();
         for d in batch {
             if let Some(change) = change(d.event, &d.recorded.metadata)? {
-                changes.push((d.message_id, d.recorded.stream_position, change));
+                changes.push((d.message_id, change));
             }
         }
         if changes.is_empty() {
             return Ok(());
         }
-        let mut ids: Vec<&str> = changes.iter().map(|(id, _, _)| *id).collect();
+        let mut ids: Vec<&str> = changes.iter().map(|(id, _)| *id).collect();
         ids.sort_unstable();
         ids.dedup();
         // Messages accepted in this batch have no row from an earlier one: their acceptance
@@ -230,7 +230,7 @@ impl Reconciliation {
             .iter()
             .map(|id| (*id, loaded.get(*id).cloned()))
             .collect();
-        for (id, _, change) in &changes {
+        for (id, change) in &changes {
             if let Some(row) = rows.get_mut(id) {
                 fold(row, change);
             }
