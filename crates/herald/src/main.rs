@@ -11,9 +11,6 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use herald::cli::{self, Cli};
 
-/// mimalloc, not glibc's malloc: allocating and freeing were a quarter of Herald's time in a
-/// replay, and `herald bench` measured `send` and `dispatch` about a tenth faster with it. Built
-/// without transparent huge pages, which made an idle process 8 MB bigger.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
