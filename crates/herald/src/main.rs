@@ -11,9 +11,6 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use herald::cli::{self, Cli};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `reconcile` exits like diff: 1 means a flagged gap, so any failure of its own is 2.
